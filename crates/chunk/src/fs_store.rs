@@ -1,0 +1,175 @@
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kiseki_types::{ChunkId, TenantId};
+
+use crate::{ChunkError, ChunkStore, DeviceClass, Placement, PoolName, StoreFuture};
+
+/// A chunk store on local directories, one per pool: chunk `id` of tenant `t` lives at
+/// `<pool dir>/t<t>/<first two hex digits>/<hex id>`.
+///
+/// A chunk is written to a temporary file, synced, renamed into place and its directory synced,
+/// so a crash leaves either the whole frame under its name or nothing.
+pub struct FsChunkStore {
+    pools: Arc<BTreeMap<PoolName, Pool>>,
+}
+
+struct Pool {
+    root: PathBuf,
+    class: DeviceClass,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl FsChunkStore {
+    /// A store over `pools` (name, directory, device class); directories are created if missing.
+    pub fn open(pools: impl IntoIterator<Item = (PoolName, PathBuf, DeviceClass)>) -> Result<Self, ChunkError> {
+        let mut map = BTreeMap::new();
+        for (name, root, class) in pools {
+            fs::create_dir_all(&root).map_err(|source| io_error(&root, source))?;
+            map.insert(name, Pool { root, class });
+        }
+        Ok(FsChunkStore { pools: Arc::new(map) })
+    }
+
+    /// The device class of a pool.
+    pub fn device_class(&self, pool: &PoolName) -> Option<DeviceClass> {
+        self.pools.get(pool).map(|pool| pool.class)
+    }
+
+    /// The file a chunk occupies in a pool (used by scrub and by corruption tests).
+    pub fn chunk_path(&self, pool: &PoolName, tenant: TenantId, id: ChunkId) -> Option<PathBuf> {
+        self.pools.get(pool).map(|pool| chunk_path(&pool.root, tenant, id))
+    }
+}
+
+fn chunk_path(root: &Path, tenant: TenantId, id: ChunkId) -> PathBuf {
+    let hex = id.to_hex();
+    root.join(format!("t{}", tenant.0)).join(&hex[..2]).join(hex)
+}
+
+fn io_error(path: &Path, source: io::Error) -> ChunkError {
+    ChunkError::Io { path: path.display().to_string(), source }
+}
+
+fn is_no_space(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::StorageFull
+        || matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (and its parent) if missing, syncing each parent whose entries changed.
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        ensure_dir(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(parent)?,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+fn write_durably(path: &Path, frame: &[u8]) -> io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = path.parent().ok_or_else(|| io::Error::other("chunk path has no parent"))?;
+    ensure_dir(dir)?;
+    let temp = dir.join(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        file.write_all(frame)?;
+        file.sync_data()?;
+        fs::rename(&temp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+impl FsChunkStore {
+    fn locate(&self, tenant: TenantId, id: ChunkId) -> Option<PathBuf> {
+        self.pools
+            .values()
+            .map(|pool| chunk_path(&pool.root, tenant, id))
+            .find(|path| path.exists())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ChunkError> + Send + 'static,
+) -> Result<T, ChunkError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ChunkError::Task(error.to_string()))?
+}
+
+impl ChunkStore for FsChunkStore {
+    fn put<'a>(&'a self, tenant: TenantId, id: ChunkId, frame: Bytes, placement: &'a Placement) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let pool = self
+                .pools
+                .get(&placement.pool)
+                .ok_or_else(|| ChunkError::UnknownPool(placement.pool.0.clone()))?;
+            let path = chunk_path(&pool.root, tenant, id);
+            let pool_name = placement.pool.0.clone();
+            blocking(move || {
+                write_durably(&path, &frame).map_err(|source| {
+                    if is_no_space(&source) {
+                        ChunkError::NoSpace { pool: pool_name, id }
+                    } else {
+                        io_error(&path, source)
+                    }
+                })
+            })
+            .await
+        })
+    }
+
+    fn get(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, Bytes> {
+        let pools = Arc::clone(&self.pools);
+        Box::pin(blocking(move || {
+            let store = FsChunkStore { pools };
+            let path = store.locate(tenant, id).ok_or(ChunkError::NotFound { tenant, id })?;
+            fs::read(&path).map(Bytes::from).map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => ChunkError::NotFound { tenant, id },
+                _ => io_error(&path, source),
+            })
+        }))
+    }
+
+    fn contains(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, bool> {
+        let found = self.locate(tenant, id).is_some();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn delete(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, ()> {
+        let path = self.locate(tenant, id);
+        Box::pin(blocking(move || match path {
+            Some(path) => fs::remove_file(&path).or_else(|source| match source.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(io_error(&path, source)),
+            }),
+            None => Ok(()),
+        }))
+    }
+}

@@ -1,0 +1,108 @@
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kiseki_crypto::{open_in_place, seal_in_place, AddressingKey, DataKey, DekEpoch, TAG_BYTES};
+use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
+use kiseki_types::{ChunkId, TenantId};
+
+use crate::format::associated_data;
+use crate::{ChunkError, ChunkHeader, ChunkStore, Placement, HEADER_BYTES};
+
+/// A chunk that is now durable in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrittenChunk {
+    /// Its content address.
+    pub id: ChunkId,
+    /// Plaintext length.
+    pub len: u32,
+    /// Whether an identical chunk was already stored (nothing was written).
+    pub deduplicated: bool,
+}
+
+/// Turns plaintext into stored chunks and back: addressing, sealing, framing, verification.
+#[derive(Clone)]
+pub struct ChunkService {
+    store: Arc<dyn ChunkStore>,
+    placement: Placement,
+}
+
+impl ChunkService {
+    /// A service writing new chunks to `placement` in `store`.
+    pub fn new(store: Arc<dyn ChunkStore>, placement: Placement) -> Self {
+        ChunkService { store, placement }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn ChunkStore> {
+        &self.store
+    }
+
+    /// Seals `plaintext` of `tenant`, whose content address is `id`, into a frame.
+    pub fn seal(tenant: TenantId, id: ChunkId, key: &DataKey, plaintext: &[u8]) -> Result<Bytes, ChunkError> {
+        if plaintext.len() > CHUNK_SIZE_BYTES_MAX as usize {
+            return Err(ChunkError::TooLarge(plaintext.len()));
+        }
+        let mut frame = BytesMut::zeroed(HEADER_BYTES + plaintext.len() + TAG_BYTES);
+        let body_end = HEADER_BYTES + plaintext.len();
+        frame[HEADER_BYTES..body_end].copy_from_slice(plaintext);
+        let (nonce, tag) = seal_in_place(key, &associated_data(tenant, id), &mut frame[HEADER_BYTES..body_end])?;
+        frame[body_end..].copy_from_slice(&tag);
+        let header = ChunkHeader {
+            tenant,
+            id,
+            epoch: key.epoch(),
+            nonce,
+            plaintext_len: plaintext.len() as u32,
+            body_crc: crc32c::crc32c(&frame[HEADER_BYTES..]),
+        };
+        header.encode_into(&mut frame[..HEADER_BYTES]);
+        Ok(frame.freeze())
+    }
+
+    /// Verifies and opens a frame of chunk `id`: checksums, then the authentication tag with the
+    /// tenant and id bound in. Returns the plaintext; never returns unverified bytes.
+    pub fn open(
+        tenant: TenantId,
+        id: ChunkId,
+        frame: Bytes,
+        key_for_epoch: &dyn Fn(DekEpoch) -> Option<Arc<DataKey>>,
+    ) -> Result<Bytes, ChunkError> {
+        let header = ChunkHeader::decode(&frame, tenant, id)?;
+        let key = key_for_epoch(header.epoch).ok_or(ChunkError::MissingKey { tenant, id, epoch: header.epoch.0 })?;
+        let mut buffer = frame.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let plaintext_len = open_in_place(&key, header.nonce, &associated_data(tenant, id), &mut buffer[HEADER_BYTES..])
+            .map_err(|error| ChunkError::Corrupt { tenant, id, reason: error.to_string() })?
+            .len();
+        Ok(buffer.freeze().slice(HEADER_BYTES..HEADER_BYTES + plaintext_len))
+    }
+
+    /// Stores `plaintext` as one chunk of `tenant`, skipping the write if the tenant already has
+    /// the same content.
+    pub async fn write(
+        &self,
+        tenant: TenantId,
+        addressing: &AddressingKey,
+        key: &DataKey,
+        plaintext: &[u8],
+    ) -> Result<WrittenChunk, ChunkError> {
+        let id = addressing.chunk_id(plaintext);
+        let len = plaintext.len() as u32;
+        if self.store.contains(tenant, id).await? {
+            return Ok(WrittenChunk { id, len, deduplicated: true });
+        }
+        let frame = Self::seal(tenant, id, key, plaintext)?;
+        self.store.put(tenant, id, frame, &self.placement).await?;
+        Ok(WrittenChunk { id, len, deduplicated: false })
+    }
+
+    /// Reads, verifies and decrypts chunk `id` of `tenant`.
+    pub async fn read(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
+    ) -> Result<Bytes, ChunkError> {
+        let frame = self.store.get(tenant, id).await?;
+        Self::open(tenant, id, frame, key_for_epoch)
+    }
+}
