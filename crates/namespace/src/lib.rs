@@ -1,0 +1,28 @@
+//! The one namespace API every Kiseki gateway calls (S3, NFS, FUSE through the native client):
+//! lookups, attributes, directories, ordered listings, streaming reads of a range, streaming
+//! writes, appends, truncation, atomic rename, removal and user metadata, over a tenant's shards.
+//!
+//! Semantics live here once: names and their order ([`names`]), what each delta does to the
+//! materialized view ([`NamespaceView`]), how bytes become chunks and compositions
+//! ([`ChunkWriter`]) and back ([`RangeReader`]). S3 buckets are top-level directories and `/` in
+//! keys makes directories, so the same bytes are a file over POSIX and an object over S3.
+//!
+//! This crate never parses a wire protocol, never maps errors to protocol codes, and never holds
+//! a tenant's data of one tenant where another tenant's handle can reach it: every handle
+//! ([`TenantNamespace`]) is bound to one tenant's shards and keys.
+
+mod error;
+pub mod names;
+mod reader;
+mod registry;
+mod tenant;
+mod view;
+mod writer;
+
+pub use error::{from_chunk_error, from_key_error, from_log_error};
+pub use kiseki_log::{AttrChanges, Owner};
+pub use reader::RangeReader;
+pub use registry::{Namespace, NamespaceConfig};
+pub use tenant::TenantNamespace;
+pub use view::{DirectoryEntry, ListEntry, ListPage, ListRequest, NamespaceView};
+pub use writer::{ChunkWriter, WrittenData};
