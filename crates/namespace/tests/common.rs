@@ -1,0 +1,46 @@
+//! A namespace over real parts in a temporary directory: redb-backed shard logs, the file chunk
+//! store and the internal KMS with the system key manager.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiseki_chunk::{ChunkService, DeviceClass, FsChunkStore, Placement, PoolName};
+use kiseki_crypto::{InternalKms, KeyManager};
+use kiseki_log::ShardLogOptions;
+use kiseki_namespace::{Namespace, NamespaceConfig, Owner};
+
+pub const OWNER: Owner = Owner { uid: 1000, gid: 1000 };
+pub const CHUNK_SIZE: u32 = 64 * 1024;
+
+pub fn pool() -> PoolName {
+    PoolName("default".into())
+}
+
+pub fn chunks_dir(root: &Path) -> PathBuf {
+    root.join("chunks")
+}
+
+/// Opens (or reopens) a namespace whose state lives under `root`.
+pub fn open_namespace(root: &Path, entries_per_snapshot: u64) -> (Namespace, Arc<FsChunkStore>) {
+    let kms = Arc::new(InternalKms::open(&root.join("kms")).unwrap());
+    let keys = Arc::new(KeyManager::open(&root.join("keys"), kms).unwrap());
+    let store = Arc::new(FsChunkStore::open([(pool(), chunks_dir(root), DeviceClass::FastNvme)]).unwrap());
+    let chunks = ChunkService::new(Arc::clone(&store) as _, Placement { pool: pool() });
+    let mut config = NamespaceConfig::new(root.join("shards"));
+    config.chunk_size = CHUNK_SIZE;
+    config.log = ShardLogOptions { entries_per_snapshot, ..ShardLogOptions::default() };
+    (Namespace::new(config, keys, chunks).unwrap(), store)
+}
+
+/// Deterministic content for file `seed`.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
