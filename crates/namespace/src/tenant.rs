@@ -69,6 +69,11 @@ impl TenantNamespace {
         self.log.read().await.as_ref().map(ShardLog::metrics)
     }
 
+    /// Nodes (files, directories, symlinks) in the tenant's namespace.
+    pub fn node_count(&self) -> usize {
+        self.view().node_count()
+    }
+
     // ---- Reads ----
 
     /// The attributes of `inode`.

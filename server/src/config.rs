@@ -1,0 +1,139 @@
+//! The server's part of the site YAML config. Unknown keys are rejected with the key named, so a
+//! typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use kiseki_chunk::DeviceClass;
+use serde::Deserialize;
+
+/// Configuration of one `kiseki-server`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where shard logs, chunks (unless a pool says otherwise), keys and credentials live.
+    pub data_dir: PathBuf,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Bytes per data chunk.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size_bytes: u32,
+    /// Chunk pools; the first is where new chunks go.
+    #[serde(default = "default_pools")]
+    pub pools: Vec<PoolConfig>,
+    /// `embedded` (a key manager inside this process) or the URL of a `kiseki-keyserver`.
+    #[serde(default = "default_keyserver")]
+    pub keyserver: String,
+    /// The development tenant created on start, with an S3 access key.
+    #[serde(default)]
+    pub dev_tenant: Option<DevTenantConfig>,
+}
+
+/// One chunk pool: a directory of one device class.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Pool name.
+    pub name: String,
+    /// Device class of the directory.
+    pub device_class: DeviceClass,
+    /// Directory, relative to `data_dir` unless absolute.
+    pub path: PathBuf,
+}
+
+/// The development tenant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevTenantConfig {
+    /// Tenant id.
+    pub id: u64,
+    /// Workload that owns the printed access key.
+    #[serde(default = "default_workload")]
+    pub workload: String,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+
+fn default_chunk_size() -> u32 {
+    kiseki_types::limits::CHUNK_SIZE_BYTES_DEFAULT
+}
+
+fn default_pools() -> Vec<PoolConfig> {
+    vec![PoolConfig { name: "default".into(), device_class: DeviceClass::FastNvme, path: "chunks".into() }]
+}
+
+fn default_keyserver() -> String {
+    "embedded".into()
+}
+
+fn default_workload() -> String {
+    "dev".into()
+}
+
+impl ServerConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let config: ServerConfig =
+            serde_yaml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Defaults for a server whose data lives in `data_dir`.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            metrics_listen: default_metrics_listen(),
+            chunk_size_bytes: default_chunk_size(),
+            pools: default_pools(),
+            keyserver: default_keyserver(),
+            dev_tenant: None,
+        }
+    }
+
+    /// Checks what serde cannot.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.pools.is_empty(), "config needs at least one pool");
+        let limits = kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
+        anyhow::ensure!(
+            limits.contains(&self.chunk_size_bytes),
+            "chunk_size_bytes {} is outside {}..={}",
+            self.chunk_size_bytes,
+            limits.start(),
+            limits.end()
+        );
+        Ok(())
+    }
+
+    /// The directory of a pool.
+    pub fn pool_dir(&self, pool: &PoolConfig) -> PathBuf {
+        if pool.path.is_absolute() {
+            pool.path.clone()
+        } else {
+            self.data_dir.join(&pool.path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let error = serde_yaml::from_str::<ServerConfig>("data_dir: /x\nchunk_sise_bytes: 5\n").unwrap_err();
+        assert!(error.to_string().contains("chunk_sise_bytes"), "{error}");
+    }
+
+    #[test]
+    fn the_dev_config_in_the_repository_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../site-configs/dev-single-node.yaml");
+        let config = ServerConfig::load(&path).unwrap();
+        assert_eq!(config.dev_tenant.map(|tenant| tenant.id), Some(1));
+    }
+}
