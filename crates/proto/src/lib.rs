@@ -1,0 +1,25 @@
+//! Kiseki's versioned wire types (generated from `proto/` with protox + tonic-prost-build,
+//! no `protoc`) and the typed clients built on them: today the key service and
+//! [`RemoteKeySource`], the storage server's way to get tenant keys from a key server.
+//!
+//! This crate owns message shapes, their conversion to and from domain types, and the mapping of
+//! domain errors to gRPC statuses. It must never hold policy or state beyond client caches, and
+//! never change a field number of a published message: add fields, add `v2` packages.
+
+mod key_material;
+mod remote_keys;
+
+pub use key_material::{
+    key_error_status, status_key_error, tenant_key_material, tenant_keys_response,
+    KEY_MESSAGE_BYTES_MAX, KEY_REQUEST_BYTES_MAX,
+};
+pub use remote_keys::RemoteKeySource;
+
+/// Generated code of the `kiseki.keyserver.*` packages.
+pub mod keyserver {
+    /// Version 1 of the key service.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("kiseki.keyserver.v1");
+    }
+}
