@@ -64,10 +64,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
 
     let (shutdown_sender, shutdown) = watch::channel(false);
-    let (metrics_address, metrics_task) =
-        kiseki_telemetry::serve_metrics(args.metrics_listen, Arc::clone(&metrics) as _, shutdown.clone())
-            .await
-            .with_context(|| format!("binding the metrics listener {}", args.metrics_listen))?;
+    let (metrics_address, metrics_task) = kiseki_telemetry::serve_metrics(
+        args.metrics_listen,
+        Arc::clone(&metrics) as _,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding the metrics listener {}", args.metrics_listen))?;
     let (grpc_address, grpc_task) =
         service::serve(args.listen, Arc::new(manager), metrics, shutdown)
             .await

@@ -59,7 +59,6 @@ impl Metrics {
         };
         self.errors.get_or_create(&labels).inc();
     }
-
 }
 
 impl kiseki_telemetry::MetricsSource for Metrics {

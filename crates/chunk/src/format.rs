@@ -75,7 +75,11 @@ impl ChunkHeader {
 
     /// Parses and checks the header of `frame`, which should hold chunk `id` of `tenant`.
     pub fn decode(frame: &[u8], tenant: TenantId, id: ChunkId) -> Result<Self, ChunkError> {
-        let corrupt = |reason: &str| ChunkError::Corrupt { tenant, id, reason: reason.to_owned() };
+        let corrupt = |reason: &str| ChunkError::Corrupt {
+            tenant,
+            id,
+            reason: reason.to_owned(),
+        };
         if frame.len() < HEADER_BYTES + TAG_BYTES {
             return Err(corrupt("frame shorter than header and tag"));
         }
@@ -94,7 +98,9 @@ impl ChunkHeader {
         let mut nonce = [0u8; NONCE_BYTES];
         nonce.copy_from_slice(&frame[60..72]);
         let header = ChunkHeader {
-            tenant: TenantId(u64::from_le_bytes(frame[16..24].try_into().unwrap_or_default())),
+            tenant: TenantId(u64::from_le_bytes(
+                frame[16..24].try_into().unwrap_or_default(),
+            )),
             id: ChunkId(stored_id),
             epoch: DekEpoch(read_u32(frame, 56)),
             nonce,

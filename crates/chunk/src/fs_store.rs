@@ -28,13 +28,17 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl FsChunkStore {
     /// A store over `pools` (name, directory, device class); directories are created if missing.
-    pub fn open(pools: impl IntoIterator<Item = (PoolName, PathBuf, DeviceClass)>) -> Result<Self, ChunkError> {
+    pub fn open(
+        pools: impl IntoIterator<Item = (PoolName, PathBuf, DeviceClass)>,
+    ) -> Result<Self, ChunkError> {
         let mut map = BTreeMap::new();
         for (name, root, class) in pools {
             fs::create_dir_all(&root).map_err(|source| io_error(&root, source))?;
             map.insert(name, Pool { root, class });
         }
-        Ok(FsChunkStore { pools: Arc::new(map) })
+        Ok(FsChunkStore {
+            pools: Arc::new(map),
+        })
     }
 
     /// The device class of a pool.
@@ -44,22 +48,32 @@ impl FsChunkStore {
 
     /// The file a chunk occupies in a pool (used by scrub and by corruption tests).
     pub fn chunk_path(&self, pool: &PoolName, tenant: TenantId, id: ChunkId) -> Option<PathBuf> {
-        self.pools.get(pool).map(|pool| chunk_path(&pool.root, tenant, id))
+        self.pools
+            .get(pool)
+            .map(|pool| chunk_path(&pool.root, tenant, id))
     }
 }
 
 fn chunk_path(root: &Path, tenant: TenantId, id: ChunkId) -> PathBuf {
     let hex = id.to_hex();
-    root.join(format!("t{}", tenant.0)).join(&hex[..2]).join(hex)
+    root.join(format!("t{}", tenant.0))
+        .join(&hex[..2])
+        .join(hex)
 }
 
 fn io_error(path: &Path, source: io::Error) -> ChunkError {
-    ChunkError::Io { path: path.display().to_string(), source }
+    ChunkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn is_no_space(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::StorageFull
-        || matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            error.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        )
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -86,7 +100,9 @@ fn write_durably(path: &Path, frame: &[u8]) -> io::Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let dir = path.parent().ok_or_else(|| io::Error::other("chunk path has no parent"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("chunk path has no parent"))?;
     ensure_dir(dir)?;
     let temp = dir.join(format!(
         ".tmp.{}.{}",
@@ -94,7 +110,10 @@ fn write_durably(path: &Path, frame: &[u8]) -> io::Result<()> {
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         file.write_all(frame)?;
         file.sync_data()?;
         fs::rename(&temp, path)?;
@@ -124,7 +143,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl ChunkStore for FsChunkStore {
-    fn put<'a>(&'a self, tenant: TenantId, id: ChunkId, frame: Bytes, placement: &'a Placement) -> StoreFuture<'a, ()> {
+    fn put<'a>(
+        &'a self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: Bytes,
+        placement: &'a Placement,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let pool = self
                 .pools
@@ -135,7 +160,10 @@ impl ChunkStore for FsChunkStore {
             blocking(move || {
                 write_durably(&path, &frame).map_err(|source| {
                     if is_no_space(&source) {
-                        ChunkError::NoSpace { pool: pool_name, id }
+                        ChunkError::NoSpace {
+                            pool: pool_name,
+                            id,
+                        }
                     } else {
                         io_error(&path, source)
                     }
@@ -149,11 +177,15 @@ impl ChunkStore for FsChunkStore {
         let pools = Arc::clone(&self.pools);
         Box::pin(blocking(move || {
             let store = FsChunkStore { pools };
-            let path = store.locate(tenant, id).ok_or(ChunkError::NotFound { tenant, id })?;
-            fs::read(&path).map(Bytes::from).map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => ChunkError::NotFound { tenant, id },
-                _ => io_error(&path, source),
-            })
+            let path = store
+                .locate(tenant, id)
+                .ok_or(ChunkError::NotFound { tenant, id })?;
+            fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|source| match source.kind() {
+                    io::ErrorKind::NotFound => ChunkError::NotFound { tenant, id },
+                    _ => io_error(&path, source),
+                })
         }))
     }
 

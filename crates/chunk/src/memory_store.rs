@@ -20,8 +20,13 @@ impl MemoryChunkStore {
 
     /// Applies `damage` to the stored frame of a chunk (fault injection for tests).
     pub fn damage(&self, tenant: TenantId, id: ChunkId, damage: impl FnOnce(&mut Vec<u8>)) -> bool {
-        let mut frames = self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(frame) = frames.get_mut(&(tenant, id)) else { return false };
+        let mut frames = self
+            .frames
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(frame) = frames.get_mut(&(tenant, id)) else {
+            return false;
+        };
         let mut bytes = frame.to_vec();
         damage(&mut bytes);
         *frame = Bytes::from(bytes);
@@ -29,12 +34,20 @@ impl MemoryChunkStore {
     }
 
     fn frames(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, ChunkId), Bytes>> {
-        self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.frames
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl ChunkStore for MemoryChunkStore {
-    fn put<'a>(&'a self, tenant: TenantId, id: ChunkId, frame: Bytes, _: &'a Placement) -> StoreFuture<'a, ()> {
+    fn put<'a>(
+        &'a self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: Bytes,
+        _: &'a Placement,
+    ) -> StoreFuture<'a, ()> {
         self.frames().insert((tenant, id), frame);
         Box::pin(async { Ok(()) })
     }

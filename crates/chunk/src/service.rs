@@ -38,14 +38,23 @@ impl ChunkService {
     }
 
     /// Seals `plaintext` of `tenant`, whose content address is `id`, into a frame.
-    pub fn seal(tenant: TenantId, id: ChunkId, key: &DataKey, plaintext: &[u8]) -> Result<Bytes, ChunkError> {
+    pub fn seal(
+        tenant: TenantId,
+        id: ChunkId,
+        key: &DataKey,
+        plaintext: &[u8],
+    ) -> Result<Bytes, ChunkError> {
         if plaintext.len() > CHUNK_SIZE_BYTES_MAX as usize {
             return Err(ChunkError::TooLarge(plaintext.len()));
         }
         let mut frame = BytesMut::zeroed(HEADER_BYTES + plaintext.len() + TAG_BYTES);
         let body_end = HEADER_BYTES + plaintext.len();
         frame[HEADER_BYTES..body_end].copy_from_slice(plaintext);
-        let (nonce, tag) = seal_in_place(key, &associated_data(tenant, id), &mut frame[HEADER_BYTES..body_end])?;
+        let (nonce, tag) = seal_in_place(
+            key,
+            &associated_data(tenant, id),
+            &mut frame[HEADER_BYTES..body_end],
+        )?;
         frame[body_end..].copy_from_slice(&tag);
         let header = ChunkHeader {
             tenant,
@@ -68,12 +77,29 @@ impl ChunkService {
         key_for_epoch: &dyn Fn(DekEpoch) -> Option<Arc<DataKey>>,
     ) -> Result<Bytes, ChunkError> {
         let header = ChunkHeader::decode(&frame, tenant, id)?;
-        let key = key_for_epoch(header.epoch).ok_or(ChunkError::MissingKey { tenant, id, epoch: header.epoch.0 })?;
-        let mut buffer = frame.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let plaintext_len = open_in_place(&key, header.nonce, &associated_data(tenant, id), &mut buffer[HEADER_BYTES..])
-            .map_err(|error| ChunkError::Corrupt { tenant, id, reason: error.to_string() })?
-            .len();
-        Ok(buffer.freeze().slice(HEADER_BYTES..HEADER_BYTES + plaintext_len))
+        let key = key_for_epoch(header.epoch).ok_or(ChunkError::MissingKey {
+            tenant,
+            id,
+            epoch: header.epoch.0,
+        })?;
+        let mut buffer = frame
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let plaintext_len = open_in_place(
+            &key,
+            header.nonce,
+            &associated_data(tenant, id),
+            &mut buffer[HEADER_BYTES..],
+        )
+        .map_err(|error| ChunkError::Corrupt {
+            tenant,
+            id,
+            reason: error.to_string(),
+        })?
+        .len();
+        Ok(buffer
+            .freeze()
+            .slice(HEADER_BYTES..HEADER_BYTES + plaintext_len))
     }
 
     /// Stores `plaintext` as one chunk of `tenant`, skipping the write if the tenant already has
@@ -88,11 +114,19 @@ impl ChunkService {
         let id = addressing.chunk_id(plaintext);
         let len = plaintext.len() as u32;
         if self.store.contains(tenant, id).await? {
-            return Ok(WrittenChunk { id, len, deduplicated: true });
+            return Ok(WrittenChunk {
+                id,
+                len,
+                deduplicated: true,
+            });
         }
         let frame = Self::seal(tenant, id, key, plaintext)?;
         self.store.put(tenant, id, frame, &self.placement).await?;
-        Ok(WrittenChunk { id, len, deduplicated: false })
+        Ok(WrittenChunk {
+            id,
+            len,
+            deduplicated: false,
+        })
     }
 
     /// Reads, verifies and decrypts chunk `id` of `tenant`.

@@ -1,10 +1,14 @@
 //! Chunk round trips, corruption detection, tenant isolation and disk-full behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use kiseki_chunk::{ChunkError, ChunkService, ChunkStore, DeviceClass, FsChunkStore, MemoryChunkStore, Placement, PoolName};
+use kiseki_chunk::{
+    ChunkError, ChunkService, ChunkStore, DeviceClass, FsChunkStore, MemoryChunkStore, Placement,
+    PoolName,
+};
 use kiseki_crypto::{AddressingKey, DataKey, DekEpoch, KEY_BYTES};
 use kiseki_types::TenantId;
 
@@ -29,16 +33,27 @@ impl Tenant {
 }
 
 fn default_pool() -> Placement {
-    Placement { pool: PoolName("default".into()) }
+    Placement {
+        pool: PoolName("default".into()),
+    }
 }
 
 fn fs_service(dir: &Path) -> (Arc<FsChunkStore>, ChunkService) {
-    let store = Arc::new(FsChunkStore::open([(PoolName("default".into()), dir.to_path_buf(), DeviceClass::FastNvme)]).unwrap());
+    let store = Arc::new(
+        FsChunkStore::open([(
+            PoolName("default".into()),
+            dir.to_path_buf(),
+            DeviceClass::FastNvme,
+        )])
+        .unwrap(),
+    );
     (Arc::clone(&store), ChunkService::new(store, default_pool()))
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -47,17 +62,31 @@ async fn chunk_round_trips_through_the_disk_and_dedups() {
     let (store, service) = fs_service(dir.path());
     let tenant = Tenant::new(1, 10);
     let data = pattern(1 << 20, 3);
-    let written = service.write(tenant.id, &tenant.addressing, &tenant.key, &data).await.unwrap();
+    let written = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, &data)
+        .await
+        .unwrap();
     assert!(!written.deduplicated);
-    let again = service.write(tenant.id, &tenant.addressing, &tenant.key, &data).await.unwrap();
+    let again = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, &data)
+        .await
+        .unwrap();
     assert_eq!(again.id, written.id);
     assert!(again.deduplicated);
 
-    let path = store.chunk_path(&PoolName("default".into()), tenant.id, written.id).unwrap();
+    let path = store
+        .chunk_path(&PoolName("default".into()), tenant.id, written.id)
+        .unwrap();
     let on_disk = std::fs::read(&path).unwrap();
-    assert!(!on_disk.windows(64).any(|window| window == &data[..64]), "plaintext must not reach the disk");
+    assert!(
+        !on_disk.windows(64).any(|window| window == &data[..64]),
+        "plaintext must not reach the disk"
+    );
 
-    let read = service.read(tenant.id, written.id, &tenant.keys()).await.unwrap();
+    let read = service
+        .read(tenant.id, written.id, &tenant.keys())
+        .await
+        .unwrap();
     assert_eq!(&read[..], &data[..]);
 }
 
@@ -67,18 +96,35 @@ async fn a_flipped_byte_on_disk_is_detected_never_returned() {
     let (store, service) = fs_service(dir.path());
     let tenant = Tenant::new(1, 10);
     let data = pattern(100_000, 5);
-    let written = service.write(tenant.id, &tenant.addressing, &tenant.key, &data).await.unwrap();
-    let path = store.chunk_path(&PoolName("default".into()), tenant.id, written.id).unwrap();
+    let written = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, &data)
+        .await
+        .unwrap();
+    let path = store
+        .chunk_path(&PoolName("default".into()), tenant.id, written.id)
+        .unwrap();
     for offset in [3usize, 30, 200, 50_000, 100_090] {
         let original = std::fs::read(&path).unwrap();
         let mut damaged = original.clone();
         damaged[offset] ^= 0x01;
         std::fs::write(&path, &damaged).unwrap();
-        let error = service.read(tenant.id, written.id, &tenant.keys()).await.unwrap_err();
-        assert!(matches!(error, ChunkError::Corrupt { .. }), "offset {offset}: {error}");
+        let error = service
+            .read(tenant.id, written.id, &tenant.keys())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ChunkError::Corrupt { .. }),
+            "offset {offset}: {error}"
+        );
         std::fs::write(&path, &original).unwrap();
     }
-    assert_eq!(&service.read(tenant.id, written.id, &tenant.keys()).await.unwrap()[..], &data[..]);
+    assert_eq!(
+        &service
+            .read(tenant.id, written.id, &tenant.keys())
+            .await
+            .unwrap()[..],
+        &data[..]
+    );
 }
 
 #[tokio::test]
@@ -87,13 +133,27 @@ async fn a_chunk_does_not_open_under_another_tenant_or_key() {
     let service = ChunkService::new(Arc::clone(&store) as Arc<dyn ChunkStore>, default_pool());
     let tenant_a = Tenant::new(1, 10);
     let tenant_b = Tenant::new(2, 20);
-    let written = service.write(tenant_a.id, &tenant_a.addressing, &tenant_a.key, b"tenant a secret").await.unwrap();
+    let written = service
+        .write(
+            tenant_a.id,
+            &tenant_a.addressing,
+            &tenant_a.key,
+            b"tenant a secret",
+        )
+        .await
+        .unwrap();
 
     // Tenant B cannot even name the chunk: its lookup is scoped to its own tenant id.
-    assert!(matches!(service.read(tenant_b.id, written.id, &tenant_b.keys()).await, Err(ChunkError::NotFound { .. })));
+    assert!(matches!(
+        service
+            .read(tenant_b.id, written.id, &tenant_b.keys())
+            .await,
+        Err(ChunkError::NotFound { .. })
+    ));
     // The right frame with tenant B's key fails authentication.
     let frame = store.get(tenant_a.id, written.id).await.unwrap();
-    let error = ChunkService::open(tenant_a.id, written.id, frame.clone(), &tenant_b.keys()).unwrap_err();
+    let error =
+        ChunkService::open(tenant_a.id, written.id, frame.clone(), &tenant_b.keys()).unwrap_err();
     assert!(matches!(error, ChunkError::Corrupt { .. }), "{error}");
     // Relabelled as tenant B's chunk, the frame fails its header check.
     assert!(ChunkService::open(tenant_b.id, written.id, frame, &tenant_a.keys()).is_err());
@@ -104,9 +164,18 @@ async fn a_missing_key_epoch_is_reported() {
     let store = Arc::new(MemoryChunkStore::new());
     let service = ChunkService::new(store, default_pool());
     let tenant = Tenant::new(1, 10);
-    let written = service.write(tenant.id, &tenant.addressing, &tenant.key, b"x").await.unwrap();
-    let error = service.read(tenant.id, written.id, &|_| None).await.unwrap_err();
-    assert!(matches!(error, ChunkError::MissingKey { epoch: 1, .. }), "{error}");
+    let written = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, b"x")
+        .await
+        .unwrap();
+    let error = service
+        .read(tenant.id, written.id, &|_| None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ChunkError::MissingKey { epoch: 1, .. }),
+        "{error}"
+    );
 }
 
 /// A tmpfs mounted on a temporary directory for the life of the value (unmounted on drop).
@@ -117,8 +186,14 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).status();
-        assert!(matches!(status, Ok(status) if status.success()), "mounting a tmpfs needs root (the test command runs as root)");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        assert!(
+            matches!(status, Ok(status) if status.success()),
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
         SmallDisk { dir }
     }
 }
@@ -137,10 +212,21 @@ async fn a_full_pool_refuses_writes_and_keeps_serving_reads() {
     let (_store, service) = fs_service(disk.dir.path());
     let tenant = Tenant::new(1, 10);
     let first = pattern(512 * 1024, 1);
-    let kept = service.write(tenant.id, &tenant.addressing, &tenant.key, &first).await.unwrap();
+    let kept = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, &first)
+        .await
+        .unwrap();
     let mut refused = None;
     for seed in 2..10u8 {
-        if let Err(error) = service.write(tenant.id, &tenant.addressing, &tenant.key, &pattern(512 * 1024, seed)).await {
+        if let Err(error) = service
+            .write(
+                tenant.id,
+                &tenant.addressing,
+                &tenant.key,
+                &pattern(512 * 1024, seed),
+            )
+            .await
+        {
             refused = Some(error);
             break;
         }
@@ -148,9 +234,15 @@ async fn a_full_pool_refuses_writes_and_keeps_serving_reads() {
     let refused = refused.expect("a 2 MiB pool cannot take 4.5 MiB");
     assert!(matches!(refused, ChunkError::NoSpace { .. }), "{refused}");
     assert!(refused.to_string().contains("no space"), "{refused}");
-    let read = service.read(tenant.id, kept.id, &tenant.keys()).await.unwrap();
+    let read = service
+        .read(tenant.id, kept.id, &tenant.keys())
+        .await
+        .unwrap();
     assert_eq!(&read[..], &first[..]);
-    let leftovers = walk(disk.dir.path()).into_iter().filter(|name| name.contains(".tmp.")).count();
+    let leftovers = walk(disk.dir.path())
+        .into_iter()
+        .filter(|name| name.contains(".tmp."))
+        .count();
     assert_eq!(leftovers, 0, "temporary files left behind");
 }
 

@@ -46,7 +46,9 @@ pub async fn serve_metrics(
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let task = tokio::spawn(async move {
         loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
             let stream = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 accepted = listener.accept() => match accepted {
@@ -79,13 +81,18 @@ pub async fn serve_metrics(
 
 fn respond(source: &dyn MetricsSource, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET || request.uri().path() != "/metrics" {
-        return plain(StatusCode::NOT_FOUND, "not found: metrics are at GET /metrics\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: metrics are at GET /metrics\n",
+        );
     }
     match source.encode() {
         Ok(text) => {
             let mut response = Response::new(Full::new(Bytes::from(text)));
             if let Ok(value) = CONTENT_TYPE.parse() {
-                response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, value);
             }
             response
         }

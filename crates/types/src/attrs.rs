@@ -2,7 +2,9 @@ use serde::{Deserialize, Serialize};
 
 /// Nanoseconds since the Unix epoch. Assigned by the proposer of a delta so that applying the log
 /// is deterministic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -16,7 +18,10 @@ impl Timestamp {
 
     /// Whole seconds and the nanoseconds within the second.
     pub fn to_parts(self) -> (i64, u32) {
-        (self.0.div_euclid(1_000_000_000), self.0.rem_euclid(1_000_000_000) as u32)
+        (
+            self.0.div_euclid(1_000_000_000),
+            self.0.rem_euclid(1_000_000_000) as u32,
+        )
     }
 }
 

@@ -55,7 +55,9 @@ impl Composition {
     /// range read must fetch. Found by binary search, so cost grows with the range, not the file.
     pub fn extents_in(&self, offset: u64, len: u64) -> impl Iterator<Item = Extent> + '_ {
         let end = offset.saturating_add(len).min(self.size);
-        let first = self.extents.partition_point(|extent| extent.end() <= offset);
+        let first = self
+            .extents
+            .partition_point(|extent| extent.end() <= offset);
         self.extents[first..]
             .iter()
             .take_while(move |extent| extent.file_offset < end)
@@ -122,7 +124,12 @@ mod tests {
     use super::*;
 
     fn extent(file_offset: u64, len: u32, tag: u8) -> Extent {
-        Extent { file_offset, len, chunk: ChunkId([tag; 32]), chunk_offset: 0 }
+        Extent {
+            file_offset,
+            len,
+            chunk: ChunkId([tag; 32]),
+            chunk_offset: 0,
+        }
     }
 
     /// Byte-level model: which chunk tag and chunk offset serves each file byte (None = hole).
@@ -146,16 +153,28 @@ mod tests {
         ]);
         let hit: Vec<_> = composition.extents_in(150, 60).collect();
         assert_eq!(hit.len(), 2);
-        assert_eq!((hit[0].file_offset, hit[0].len, hit[0].chunk_offset), (150, 50, 50));
-        assert_eq!((hit[1].file_offset, hit[1].len, hit[1].chunk_offset), (200, 10, 0));
+        assert_eq!(
+            (hit[0].file_offset, hit[0].len, hit[0].chunk_offset),
+            (150, 50, 50)
+        );
+        assert_eq!(
+            (hit[1].file_offset, hit[1].len, hit[1].chunk_offset),
+            (200, 10, 0)
+        );
         assert_eq!(composition.extents_in(250, 10).count(), 0);
     }
 
     #[test]
     fn overwrite_matches_a_byte_model() {
-        let mut composition = Composition::from_sequential(vec![extent(0, 100, 1), extent(100, 100, 2)]);
+        let mut composition =
+            Composition::from_sequential(vec![extent(0, 100, 1), extent(100, 100, 2)]);
         let mut expected = model(&composition);
-        let patch = Extent { file_offset: 50, len: 100, chunk: ChunkId([9; 32]), chunk_offset: 7 };
+        let patch = Extent {
+            file_offset: 50,
+            len: 100,
+            chunk: ChunkId([9; 32]),
+            chunk_offset: 7,
+        };
         composition.overwrite(&[patch]);
         for i in 0..100u32 {
             expected[50 + i as usize] = Some((9, 7 + i));
@@ -170,7 +189,8 @@ mod tests {
 
     #[test]
     fn truncate_cuts_and_extends() {
-        let mut composition = Composition::from_sequential(vec![extent(0, 100, 1), extent(100, 100, 2)]);
+        let mut composition =
+            Composition::from_sequential(vec![extent(0, 100, 1), extent(100, 100, 2)]);
         composition.truncate(150);
         assert_eq!(composition.extents.len(), 2);
         assert_eq!(composition.extents[1].len, 50);

@@ -47,6 +47,9 @@ pub struct NamespaceError {
 impl NamespaceError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        NamespaceError { kind, message: message.into() }
+        NamespaceError {
+            kind,
+            message: message.into(),
+        }
     }
 }
