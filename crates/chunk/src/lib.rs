@@ -6,6 +6,7 @@
 //! This crate never sees names, paths or compositions, and never stores or returns plaintext
 //! except to the caller that holds the tenant's keys.
 
+mod buffer;
 mod error;
 mod format;
 mod fs_store;
@@ -14,6 +15,7 @@ mod placement;
 mod service;
 mod store;
 
+pub use buffer::ChunkBuffer;
 pub use error::ChunkError;
 pub use format::{ChunkHeader, FORMAT_VERSION, HEADER_BYTES, MAGIC};
 pub use fs_store::FsChunkStore;

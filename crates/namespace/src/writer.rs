@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use kiseki_chunk::{ChunkService, WrittenChunk};
+use kiseki_chunk::{ChunkBuffer, ChunkService, WrittenChunk};
 use kiseki_crypto::TenantKeyring;
 use kiseki_types::{Extent, NamespaceError, TenantId};
 use tokio::task::JoinHandle;
@@ -33,20 +33,28 @@ pub struct ChunkWriter {
     chunks: ChunkService,
     keyring: Arc<TenantKeyring>,
     chunk_size: usize,
-    buffer: Vec<u8>,
-    in_flight: VecDeque<(u64, JoinHandle<Result<WrittenChunk, kiseki_chunk::ChunkError>>)>,
+    buffer: ChunkBuffer,
+    in_flight: VecDeque<(
+        u64,
+        JoinHandle<Result<WrittenChunk, kiseki_chunk::ChunkError>>,
+    )>,
     stored_bytes: u64,
     result: WrittenData,
 }
 
 impl ChunkWriter {
-    pub(crate) fn new(tenant: TenantId, chunks: ChunkService, keyring: Arc<TenantKeyring>, chunk_size: usize) -> Self {
+    pub(crate) fn new(
+        tenant: TenantId,
+        chunks: ChunkService,
+        keyring: Arc<TenantKeyring>,
+        chunk_size: usize,
+    ) -> Self {
         ChunkWriter {
             tenant,
             chunks,
             keyring,
             chunk_size,
-            buffer: Vec::with_capacity(chunk_size),
+            buffer: ChunkBuffer::with_capacity(chunk_size),
             in_flight: VecDeque::new(),
             stored_bytes: 0,
             result: WrittenData::default(),
@@ -92,29 +100,47 @@ impl ChunkWriter {
         if self.in_flight.len() >= CHUNKS_IN_FLIGHT_MAX {
             self.complete_oldest().await?;
         }
-        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.chunk_size));
+        let data = std::mem::replace(
+            &mut self.buffer,
+            ChunkBuffer::with_capacity(self.chunk_size),
+        );
         let offset = self.stored_bytes;
         self.stored_bytes += data.len() as u64;
-        let (tenant, chunks, keyring) = (self.tenant, self.chunks.clone(), Arc::clone(&self.keyring));
+        let (tenant, chunks, keyring) =
+            (self.tenant, self.chunks.clone(), Arc::clone(&self.keyring));
         let task = tokio::spawn(async move {
             let key = keyring.current();
-            chunks.write(tenant, keyring.addressing(), &key, &data).await
+            chunks
+                .write_buffer(tenant, keyring.addressing(), &key, data)
+                .await
         });
         self.in_flight.push_back((offset, task));
         Ok(())
     }
 
     async fn complete_oldest(&mut self) -> Result<(), NamespaceError> {
-        let Some((offset, task)) = self.in_flight.pop_front() else { return Ok(()) };
+        let Some((offset, task)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
         let written = task
             .await
-            .map_err(|error| NamespaceError::new(kiseki_types::ErrorKind::Unavailable, format!("chunk task failed: {error}")))?
+            .map_err(|error| {
+                NamespaceError::new(
+                    kiseki_types::ErrorKind::Unavailable,
+                    format!("chunk task failed: {error}"),
+                )
+            })?
             .map_err(|error| from_chunk_error(error, "write"))?;
         if written.deduplicated {
             self.result.deduplicated_chunks += 1;
         }
         if written.len > 0 {
-            self.result.extents.push(Extent { file_offset: offset, len: written.len, chunk: written.id, chunk_offset: 0 });
+            self.result.extents.push(Extent {
+                file_offset: offset,
+                len: written.len,
+                chunk: written.id,
+                chunk_offset: 0,
+            });
         }
         Ok(())
     }
