@@ -1,12 +1,12 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kiseki_crypto::{open_in_place, seal_in_place, AddressingKey, DataKey, DekEpoch, TAG_BYTES};
+use kiseki_crypto::{open_in_place, seal_in_place, AddressingKey, DataKey, DekEpoch};
 use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
 use kiseki_types::{ChunkId, TenantId};
 
 use crate::format::associated_data;
-use crate::{ChunkError, ChunkHeader, ChunkStore, Placement, HEADER_BYTES};
+use crate::{ChunkBuffer, ChunkError, ChunkHeader, ChunkStore, Placement, HEADER_BYTES};
 
 /// A chunk that is now durable in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,31 +37,41 @@ impl ChunkService {
         &self.store
     }
 
-    /// Seals `plaintext` of `tenant`, whose content address is `id`, into a frame.
+    /// Seals `plaintext` of `tenant`, whose content address is `id`, into a frame (copies the
+    /// plaintext once; [`Self::seal_buffer`] seals without copying).
     pub fn seal(
         tenant: TenantId,
         id: ChunkId,
         key: &DataKey,
         plaintext: &[u8],
     ) -> Result<Bytes, ChunkError> {
-        if plaintext.len() > CHUNK_SIZE_BYTES_MAX as usize {
-            return Err(ChunkError::TooLarge(plaintext.len()));
+        Self::seal_buffer(tenant, id, key, ChunkBuffer::from_plaintext(plaintext))
+    }
+
+    /// Seals the plaintext in `buffer` in place into a frame for chunk `id` of `tenant`.
+    pub fn seal_buffer(
+        tenant: TenantId,
+        id: ChunkId,
+        key: &DataKey,
+        buffer: ChunkBuffer,
+    ) -> Result<Bytes, ChunkError> {
+        let plaintext_len = buffer.len();
+        if plaintext_len > CHUNK_SIZE_BYTES_MAX as usize {
+            return Err(ChunkError::TooLarge(plaintext_len));
         }
-        let mut frame = BytesMut::zeroed(HEADER_BYTES + plaintext.len() + TAG_BYTES);
-        let body_end = HEADER_BYTES + plaintext.len();
-        frame[HEADER_BYTES..body_end].copy_from_slice(plaintext);
+        let mut frame = buffer.into_frame();
         let (nonce, tag) = seal_in_place(
             key,
             &associated_data(tenant, id),
-            &mut frame[HEADER_BYTES..body_end],
+            &mut frame[HEADER_BYTES..],
         )?;
-        frame[body_end..].copy_from_slice(&tag);
+        frame.extend_from_slice(&tag);
         let header = ChunkHeader {
             tenant,
             id,
             epoch: key.epoch(),
             nonce,
-            plaintext_len: plaintext.len() as u32,
+            plaintext_len: plaintext_len as u32,
             body_crc: crc32c::crc32c(&frame[HEADER_BYTES..]),
         };
         header.encode_into(&mut frame[..HEADER_BYTES]);
@@ -111,8 +121,26 @@ impl ChunkService {
         key: &DataKey,
         plaintext: &[u8],
     ) -> Result<WrittenChunk, ChunkError> {
-        let id = addressing.chunk_id(plaintext);
-        let len = plaintext.len() as u32;
+        self.write_buffer(
+            tenant,
+            addressing,
+            key,
+            ChunkBuffer::from_plaintext(plaintext),
+        )
+        .await
+    }
+
+    /// Stores the plaintext in `buffer` as one chunk of `tenant` (sealed in place), skipping the
+    /// write if the tenant already has the same content.
+    pub async fn write_buffer(
+        &self,
+        tenant: TenantId,
+        addressing: &AddressingKey,
+        key: &DataKey,
+        buffer: ChunkBuffer,
+    ) -> Result<WrittenChunk, ChunkError> {
+        let id = addressing.chunk_id(buffer.plaintext());
+        let len = buffer.len() as u32;
         if self.store.contains(tenant, id).await? {
             return Ok(WrittenChunk {
                 id,
@@ -120,13 +148,38 @@ impl ChunkService {
                 deduplicated: true,
             });
         }
-        let frame = Self::seal(tenant, id, key, plaintext)?;
+        let frame = Self::seal_buffer(tenant, id, key, buffer)?;
         self.store.put(tenant, id, frame, &self.placement).await?;
         Ok(WrittenChunk {
             id,
             len,
             deduplicated: false,
         })
+    }
+
+    /// Stores a frame of chunk `id` sealed elsewhere (by a native client that holds the
+    /// tenant's keys) after checking its header and checksums; `true` if the tenant already had
+    /// the chunk and nothing was written. The GCM tag is checked by whoever opens it.
+    pub async fn store_sealed(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: Bytes,
+    ) -> Result<bool, ChunkError> {
+        ChunkHeader::decode(&frame, tenant, id)?;
+        if self.store.contains(tenant, id).await? {
+            return Ok(true);
+        }
+        self.store.put(tenant, id, frame, &self.placement).await?;
+        Ok(false)
+    }
+
+    /// Reads chunk `id` of `tenant` as a sealed frame, checked against its header and
+    /// checksums (for a native client, which opens it itself).
+    pub async fn read_sealed(&self, tenant: TenantId, id: ChunkId) -> Result<Bytes, ChunkError> {
+        let frame = self.store.get(tenant, id).await?;
+        ChunkHeader::decode(&frame, tenant, id)?;
+        Ok(frame)
     }
 
     /// Reads, verifies and decrypts chunk `id` of `tenant`.
