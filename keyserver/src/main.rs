@@ -56,6 +56,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     kiseki_telemetry::init_tracing("KISEKI_KEYSERVER_LOG");
+    let shutdown_signal = kiseki_telemetry::ShutdownSignal::install()?;
     let args = Args::parse();
 
     let kms = InternalKms::open(&args.data_dir.join("kms")).context("opening the internal KMS")?;
@@ -77,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the key service listener {}", args.listen))?;
     tracing::info!(grpc = %grpc_address, metrics = %metrics_address, "kiseki-keyserver ready");
 
-    kiseki_telemetry::shutdown_signal().await?;
+    shutdown_signal.wait().await;
     tracing::info!("shutting down");
     shutdown_sender.send_replace(true);
     grpc_task

@@ -81,6 +81,7 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     kiseki_telemetry::init_tracing("KISEKI_LOG");
+    let shutdown_signal = kiseki_telemetry::ShutdownSignal::install()?;
     let args = Args::parse();
     let config = load_config(&args)?;
     std::fs::create_dir_all(&config.data_dir)
@@ -110,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     println!("ready");
     tracing::info!(metrics = %metrics_address, "kiseki-server ready");
 
-    kiseki_telemetry::shutdown_signal().await?;
+    shutdown_signal.wait().await;
     tracing::info!("shutting down");
     shutdown_sender.send_replace(true);
     namespace.shutdown().await;
