@@ -64,19 +64,32 @@ impl Composition {
             .filter_map(move |extent| extent.clip(offset, end))
     }
 
-    /// Places `new` extents (sorted, non-overlapping) over the file, replacing whatever they
-    /// cover, and grows the size to cover them.
+    /// Places `new` extents (sorted, non-overlapping, possibly with gaps between them) over the
+    /// file, replacing exactly the bytes they cover, and grows the size to cover them. Bytes in
+    /// the gaps between new extents keep their old content.
     pub fn overwrite(&mut self, new: &[Extent]) {
-        let (Some(first), Some(last)) = (new.first(), new.last()) else {
+        let mut run_start = 0;
+        for index in 1..=new.len() {
+            let run_ends = index == new.len() || new[index].file_offset != new[index - 1].end();
+            if run_ends {
+                self.replace_range(&new[run_start..index]);
+                run_start = index;
+            }
+        }
+    }
+
+    /// Replaces the bytes covered by `run`, a contiguous run of extents.
+    fn replace_range(&mut self, run: &[Extent]) {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return;
         };
         let (from, to) = (first.file_offset, last.end());
-        let mut merged = Vec::with_capacity(self.extents.len() + new.len() + 1);
+        let mut merged = Vec::with_capacity(self.extents.len() + run.len() + 1);
         let mut inserted = false;
         for extent in &self.extents {
             if extent.end() <= from || extent.file_offset >= to {
                 if !inserted && extent.file_offset >= to {
-                    merged.extend_from_slice(new);
+                    merged.extend_from_slice(run);
                     inserted = true;
                 }
                 merged.push(*extent);
@@ -86,7 +99,7 @@ impl Composition {
                 merged.push(head);
             }
             if !inserted {
-                merged.extend_from_slice(new);
+                merged.extend_from_slice(run);
                 inserted = true;
             }
             if let Some(tail) = extent.clip(to, extent.end()) {
@@ -94,7 +107,7 @@ impl Composition {
             }
         }
         if !inserted {
-            merged.extend_from_slice(new);
+            merged.extend_from_slice(run);
         }
         self.extents = merged;
         self.size = self.size.max(to);
@@ -185,6 +198,33 @@ mod tests {
         composition.overwrite(&[extent(300, 10, 4)]);
         assert_eq!(composition.size, 310);
         assert_eq!(model(&composition)[250], None, "gap reads as a hole");
+    }
+
+    #[test]
+    fn extents_with_gaps_between_them_keep_the_bytes_in_the_gaps() {
+        let mut composition = Composition::from_sequential(vec![extent(0, 300, 1)]);
+        let mut expected = model(&composition);
+        let patches = [
+            Extent {
+                file_offset: 10,
+                len: 10,
+                chunk: ChunkId([7; 32]),
+                chunk_offset: 0,
+            },
+            Extent {
+                file_offset: 100,
+                len: 10,
+                chunk: ChunkId([8; 32]),
+                chunk_offset: 0,
+            },
+        ];
+        composition.overwrite(&patches);
+        for patch in &patches {
+            for i in 0..patch.len {
+                expected[(patch.file_offset + u64::from(i)) as usize] = Some((patch.chunk.0[0], i));
+            }
+        }
+        assert_eq!(model(&composition), expected);
     }
 
     #[test]
