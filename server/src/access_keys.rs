@@ -59,6 +59,11 @@ impl AccessKeys {
         Ok(key)
     }
 
+    /// The key whose public id is `access_key_id`.
+    pub fn find(&self, access_key_id: &str) -> Option<&AccessKey> {
+        self.keys.iter().find(|key| key.access_key_id == access_key_id)
+    }
+
     fn save(&self) -> anyhow::Result<()> {
         let text = serde_yaml::to_string(&self.keys).context("encoding access keys")?;
         let temp = self.path.with_extension("yaml.tmp");

@@ -29,6 +29,15 @@ pub struct ServerConfig {
     /// The development tenant created on start, with an S3 access key.
     #[serde(default)]
     pub dev_tenant: Option<DevTenantConfig>,
+    /// Address of the native client service (`kiseki-client-fuse` connects here).
+    #[serde(default = "default_native_listen")]
+    pub native_listen: SocketAddr,
+    /// Address of the S3 endpoint (port 0 picks a free port, printed on start).
+    #[serde(default = "default_s3_listen")]
+    pub s3_listen: SocketAddr,
+    /// NFSv3 listeners and exports; no NFS without it.
+    #[serde(default)]
+    pub nfs: Option<crate::nfs::NfsConfig>,
 }
 
 /// One chunk pool: a directory of one device class.
@@ -56,6 +65,14 @@ pub struct DevTenantConfig {
 
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+
+fn default_s3_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+
+fn default_native_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9200))
 }
 
 fn default_chunk_size() -> u32 {
@@ -93,11 +110,17 @@ impl ServerConfig {
             pools: default_pools(),
             keyserver: default_keyserver(),
             dev_tenant: None,
+            native_listen: default_native_listen(),
+            s3_listen: default_s3_listen(),
+            nfs: None,
         }
     }
 
     /// Checks what serde cannot.
     pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(nfs) = &self.nfs {
+            nfs.check()?;
+        }
         anyhow::ensure!(!self.pools.is_empty(), "config needs at least one pool");
         let limits = kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
         anyhow::ensure!(

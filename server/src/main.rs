@@ -9,7 +9,10 @@
 mod access_keys;
 mod config;
 mod metrics;
+mod native;
+mod nfs;
 mod node;
+mod s3;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +54,19 @@ struct Args {
     #[arg(long, env = "KISEKI_KEYSERVER", value_name = "URL")]
     keyserver: Option<String>,
 
+    /// Address of the native client service (kiseki-client-fuse connects here).
+    #[arg(long, env = "KISEKI_NATIVE_LISTEN", value_name = "ADDR")]
+    native_listen: Option<SocketAddr>,
+
+    /// Address of the S3 endpoint (default 127.0.0.1:9000; port 0 picks a free port).
+    #[arg(long, env = "KISEKI_S3_LISTEN", value_name = "ADDR")]
+    s3_listen: Option<SocketAddr>,
+
+    /// Address serving NFSv3 and MOUNT (with --dev and no exports configured: export `/dev`,
+    /// the development tenant's root, to 127.0.0.0/8).
+    #[arg(long, env = "KISEKI_NFS_LISTEN", value_name = "ADDR")]
+    nfs_listen: Option<SocketAddr>,
+
     /// Create the development tenant (id 1) with an S3 access key, and print the key.
     #[arg(long)]
     dev: bool,
@@ -68,11 +84,25 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(listen) = args.metrics_listen {
         config.metrics_listen = listen;
     }
+    if let Some(listen) = args.s3_listen {
+        config.s3_listen = listen;
+    }
+    if let Some(listen) = args.native_listen {
+        config.native_listen = listen;
+    }
     if let Some(keyserver) = &args.keyserver {
         config.keyserver = keyserver.clone();
     }
     if args.dev && config.dev_tenant.is_none() {
         config.dev_tenant = Some(DevTenantConfig { id: 1, workload: "dev".into() });
+    }
+    if let Some(listen) = args.nfs_listen {
+        config.nfs.get_or_insert_with(|| nfs::NfsConfig::with_listen(listen)).listen = listen;
+        if let (Some(nfs), Some(dev)) = (config.nfs.as_mut(), &config.dev_tenant) {
+            if nfs.exports.is_empty() {
+                nfs.exports.push(nfs::config::ExportConfig::development(dev.id));
+            }
+        }
     }
     config.check()?;
     Ok(config)
@@ -87,33 +117,67 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
-    let keys = node::key_source(&config)?;
+    let (keys, key_material) = node::key_source(&config)?;
     let namespace = Arc::new(node::namespace(&config, keys)?);
     let (shutdown_sender, shutdown) = watch::channel(false);
-    let registry = metrics::start(Arc::clone(&namespace), shutdown.clone());
+    let mut registry = metrics::start(Arc::clone(&namespace), shutdown.clone());
+    let nfs_metrics = nfs::NfsMetrics::register(&mut registry);
+    let s3_metrics = s3::S3Metrics::register(&mut registry);
     let (metrics_address, metrics_task) =
         kiseki_telemetry::serve_metrics(config.metrics_listen, Arc::new(registry), shutdown.clone())
             .await
             .with_context(|| format!("binding the metrics listener {}", config.metrics_listen))?;
 
+    let (native_address, native_task) =
+        native::serve(config.native_listen, Arc::clone(&namespace), config.data_dir.clone(), key_material, shutdown.clone())
+            .await
+            .with_context(|| format!("binding the native client listener {}", config.native_listen))?;
+
+    let nfs = match &config.nfs {
+        Some(nfs_config) => {
+            Some(nfs::NfsServer::start(nfs_config, &namespace, &config.data_dir, nfs_metrics, shutdown.clone()).await?)
+        }
+        None => None,
+    };
+
+    let mut access_keys = AccessKeys::load(&config.data_dir)?;
+    let dev_key = match &config.dev_tenant {
+        Some(dev) => Some(access_keys.ensure(dev.id, &dev.workload)?),
+        None => None,
+    };
+    let s3 = s3::start(config.s3_listen, Arc::clone(&namespace), Arc::new(access_keys), s3_metrics, shutdown.clone()).await?;
+
     println!("Kiseki single-node cluster");
     println!("  data dir:       {}", config.data_dir.display());
     println!("  key manager:    {}", config.keyserver);
     println!("  metrics:        http://{metrics_address}/metrics");
+    println!("  native client:  {native_address} (kiseki-client-fuse --server http://{native_address})");
+    if let Some(nfs) = &nfs {
+        println!("  NFS exports:    {}", nfs.describe());
+    }
     if let Some(dev) = &config.dev_tenant {
         namespace.tenant(TenantId(dev.id)).await.context("opening the development tenant")?;
-        let key = AccessKeys::load(&config.data_dir)?.ensure(dev.id, &dev.workload)?;
         println!("  dev tenant:     {} (workload {})", dev.id, dev.workload);
-        println!("  S3 access key:  {}", key.access_key_id);
-        println!("  S3 secret key:  {}", key.secret_access_key);
+        if let Some(key) = &dev_key {
+            println!("  S3 access key:  {}", key.access_key_id);
+            println!("  S3 secret key:  {}", key.secret_access_key);
+        }
     }
-    println!("  gateways:       S3, NFS and FUSE join as their issues land");
+    println!("  S3 endpoint:    http://{} (path-style, SigV4, region us-east-1)", s3.address);
+    println!("  gateways:       S3 and NFS above; FUSE joins as its issue lands");
     println!("ready");
     tracing::info!(metrics = %metrics_address, "kiseki-server ready");
 
     shutdown_signal.wait().await;
     tracing::info!("shutting down");
     shutdown_sender.send_replace(true);
+    // Calls in flight are answered before the shard logs close; a client that keeps its
+    // connection open does not hold the shutdown up for long.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), native_task).await;
+    if let Some(nfs) = nfs {
+        nfs.shutdown().await;
+    }
+    s3.stopped().await?;
     namespace.shutdown().await;
     metrics_task.await.context("metrics task")?;
     tracing::info!("stopped");

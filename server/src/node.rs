@@ -9,18 +9,23 @@ use kiseki_namespace::{Namespace, NamespaceConfig};
 use kiseki_proto::RemoteKeySource;
 
 use crate::config::ServerConfig;
+use crate::native::keys::KeyMaterialSource;
 
-/// The key source the config asks for: an embedded key manager, or a remote key server.
-pub fn key_source(config: &ServerConfig) -> anyhow::Result<Arc<dyn KeySource>> {
+/// The key source the config asks for: an embedded key manager, or a remote key server; and
+/// the same keys' raw material for the native client service.
+pub fn key_source(config: &ServerConfig) -> anyhow::Result<(Arc<dyn KeySource>, KeyMaterialSource)> {
     if config.keyserver == "embedded" {
         let keys_dir = config.data_dir.join("keyserver");
         let kms = InternalKms::open(&keys_dir.join("kms")).context("opening the embedded internal KMS")?;
         let manager = KeyManager::open(&keys_dir.join("keys"), Arc::new(kms)).context("opening the embedded key manager")?;
-        return Ok(Arc::new(manager));
+        let manager = Arc::new(manager);
+        return Ok((manager.clone(), KeyMaterialSource::Embedded(manager)));
     }
     let remote = RemoteKeySource::connect_lazy(&config.keyserver)
         .with_context(|| format!("key server address {}", config.keyserver))?;
-    Ok(Arc::new(remote))
+    let material = KeyMaterialSource::remote(&config.keyserver)
+        .with_context(|| format!("key server address {}", config.keyserver))?;
+    Ok((Arc::new(remote), material))
 }
 
 /// The namespace over the configured pools; new chunks go to the first pool.

@@ -178,6 +178,83 @@ pub enum Delta {
         /// Proposal time.
         time: Timestamp,
     },
+    /// Creates or atomically replaces the object at `path` (an S3 PUT, copy or multipart
+    /// completion): like `PutFile`, but the bucket (first component) must exist, S3 system
+    /// metadata (ETag, Content-Type, ...) is stored apart from user metadata, and `condition`
+    /// is checked in log order (conditional writes).
+    PutObject {
+        /// The object's write.
+        object: ObjectWrite,
+        /// The new content.
+        content: Composition,
+        /// What must hold for the put to apply.
+        condition: Option<PutCondition>,
+    },
+    /// Starts a multipart upload of the object `object.path`.
+    CreateUpload {
+        /// Upload id, chosen by the proposer.
+        upload_id: String,
+        /// The object the completed upload becomes (its content comes from the parts).
+        object: ObjectWrite,
+    },
+    /// Adds or replaces one part of a multipart upload.
+    PutPart {
+        /// Upload id.
+        upload_id: String,
+        /// Part number (1..=10000).
+        part_number: u32,
+        /// MD5 of the part, lowercase hex.
+        etag: String,
+        /// The part's bytes, from offset zero.
+        content: Composition,
+        /// Proposal time.
+        time: Timestamp,
+    },
+    /// Completes a multipart upload: the listed parts, concatenated, become the object in one
+    /// composition (no data is copied) and the upload is removed.
+    CompleteUpload {
+        /// Upload id.
+        upload_id: String,
+        /// Part numbers (ascending) and the ETags the client expects them to have.
+        parts: Vec<(u32, String)>,
+        /// Smallest size every part but the last must have.
+        part_size_min: u64,
+        /// ETag of the completed object (`-N` form).
+        etag: String,
+        /// Proposal time.
+        time: Timestamp,
+    },
+    /// Abandons a multipart upload and its parts.
+    AbortUpload {
+        /// Upload id.
+        upload_id: String,
+        /// Proposal time.
+        time: Timestamp,
+    },
+}
+
+/// The naming and metadata of an object write (S3), shared by `PutObject` and `CreateUpload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectWrite {
+    /// Path components from the tenant root: the bucket, then the key's components.
+    pub path: Vec<String>,
+    /// User metadata (x-amz-meta-*), replacing the old.
+    pub user_metadata: BTreeMap<String, Vec<u8>>,
+    /// S3 system metadata (ETag, Content-Type, ...), replacing the old; never shown as xattrs.
+    pub system_metadata: BTreeMap<String, String>,
+    /// Owner of created nodes.
+    pub owner: Owner,
+    /// Proposal time.
+    pub time: Timestamp,
+}
+
+/// A condition of a `PutObject`, evaluated when the delta is applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutCondition {
+    /// No object may exist at the path (`If-None-Match: *`).
+    Absent,
+    /// The object must exist with this ETag (`If-Match`).
+    ETag(String),
 }
 
 /// What applying a delta produced.

@@ -22,8 +22,10 @@ use crate::{
 
 /// The Raft node id of this node in every shard group (single voter for now).
 const NODE_ID: u64 = 1;
-/// The log database inside a shard directory.
-const LOG_FILE_NAME: &str = "log.redb";
+/// The log directory (segments and meta file) inside a shard directory.
+const LOG_DIR_NAME: &str = "log";
+/// The log database of the redb-based store this crate used before segment files.
+const LEGACY_LOG_FILE_NAME: &str = "log.redb";
 
 /// Tunables of a shard log; `Default` gives the production values.
 #[derive(Clone, Debug)]
@@ -82,7 +84,16 @@ impl ShardLog {
             shard,
             failure: Arc::new(StorageFailure::default()),
         };
-        let log_path = dir.join(LOG_FILE_NAME);
+        let legacy = dir.join(LEGACY_LOG_FILE_NAME);
+        if legacy.exists() {
+            // Refused rather than ignored: entries after the last snapshot would be lost.
+            let message = "shard log in the old redb format; no migration exists (pre-release)";
+            return Err(open_error(
+                &legacy,
+                io::Error::new(io::ErrorKind::InvalidData, message),
+            ));
+        }
+        let log_path = dir.join(LOG_DIR_NAME);
         let mut log_store =
             LogStore::open_with(&log_path, counters.clone(), errors.failure.clone())
                 .map_err(|e| open_error(&log_path, e))?;

@@ -19,7 +19,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<NamesState>, TempDir> 
         &self,
     ) -> Result<(TempDir, LogStore, StateMachineStore<NamesState>), StorageError<u64>> {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogStore::open(&dir.path().join("log.redb")).unwrap();
+        let log = LogStore::open(&dir.path().join("log")).unwrap();
         let state = Arc::new(RwLock::new(NamesState::default()));
         let state_machine = StateMachineStore::open(dir.path(), state).unwrap();
         Ok((dir, log, state_machine))

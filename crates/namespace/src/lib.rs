@@ -11,18 +11,26 @@
 //! a tenant's data of one tenant where another tenant's handle can reach it: every handle
 //! ([`TenantNamespace`]) is bound to one tenant's shards and keys.
 
+mod access;
+mod cursors;
 mod error;
 pub mod names;
+mod native;
+pub mod object;
 mod reader;
 mod registry;
 mod tenant;
+mod uploads;
 mod view;
 mod writer;
 
+pub use access::{Caller, Permissions};
 pub use error::{from_chunk_error, from_key_error, from_log_error};
-pub use kiseki_log::{AttrChanges, Owner};
+pub use kiseki_log::{AttrChanges, Owner, PutCondition};
+pub use native::{FileLayout, POSIX_SPECIAL_KEY};
 pub use reader::RangeReader;
 pub use registry::{Namespace, NamespaceConfig};
 pub use tenant::TenantNamespace;
+pub use uploads::{PartInfo, UploadInfo};
 pub use view::{DirectoryEntry, ListEntry, ListPage, ListRequest, NamespaceView};
 pub use writer::{ChunkWriter, WrittenData};

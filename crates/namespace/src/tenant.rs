@@ -41,13 +41,26 @@ impl TenantNamespace {
         self.tenant
     }
 
-    fn view(&self) -> RwLockReadGuard<'_, NamespaceView> {
+    /// The chunk service, keyring and chunk size (for the native-client paths in `native.rs`).
+    pub(crate) fn chunk_parts(&self) -> (&ChunkService, &Arc<TenantKeyring>, usize) {
+        (&self.chunks, &self.keyring, self.chunk_size)
+    }
+
+    pub(crate) fn view(&self) -> RwLockReadGuard<'_, NamespaceView> {
         // A panic while applying would leave the view poisoned; the data is still the last
         // consistent state, since deltas are applied whole.
         self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn propose(&self, delta: Delta, what: &str) -> Result<InodeId, NamespaceError> {
+    pub(crate) fn chunk_service(&self) -> ChunkService {
+        self.chunks.clone()
+    }
+
+    pub(crate) fn tenant_keyring(&self) -> Arc<TenantKeyring> {
+        Arc::clone(&self.keyring)
+    }
+
+    pub(crate) async fn propose(&self, delta: Delta, what: &str) -> Result<InodeId, NamespaceError> {
         let log = self.log.read().await;
         let log = log
             .as_ref()

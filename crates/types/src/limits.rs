@@ -21,6 +21,14 @@ pub const USER_METADATA_BYTES_MAX: usize = 64 * 1024;
 pub const COMPOSITION_EXTENTS_MAX: usize = 4 * 1024 * 1024;
 /// Most extents one write/append delta may add: bounds the size of a log entry.
 pub const DELTA_EXTENTS_MAX: usize = 64 * 1024;
+/// Largest object one S3 PUT (or one multipart part) may carry.
+pub const OBJECT_PUT_BYTES_MAX: u64 = 5 * 1024 * 1024 * 1024;
+/// Smallest size of every multipart part but the last.
+pub const MULTIPART_PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
+/// Highest multipart part number.
+pub const MULTIPART_PART_NUMBER_MAX: u32 = 10_000;
+/// Most multipart uploads in progress in one tenant at once.
+pub const MULTIPART_UPLOADS_MAX: usize = 100_000;
 /// Most entries one listing page returns.
 pub const LIST_PAGE_ENTRIES_MAX: usize = 10_000;
 /// Most client proposals waiting for one shard's log at once.
@@ -34,3 +42,4 @@ const _: () = assert!(CHUNK_SIZE_BYTES_MIN <= CHUNK_SIZE_BYTES_DEFAULT);
 const _: () = assert!(CHUNK_SIZE_BYTES_DEFAULT <= CHUNK_SIZE_BYTES_MAX);
 const _: () = assert!(NAME_BYTES_MAX < PATH_BYTES_MAX);
 const _: () = assert!(DELTA_EXTENTS_MAX <= COMPOSITION_EXTENTS_MAX);
+const _: () = assert!(MULTIPART_PART_BYTES_MIN <= OBJECT_PUT_BYTES_MAX);

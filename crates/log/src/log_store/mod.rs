@@ -1,32 +1,33 @@
-//! Durable log storage of a shard (openraft storage-v2 `RaftLogStorage`): entries, vote,
-//! committed and last-purged ids in one redb database, written only by the writer thread.
+//! Durable log storage of a shard (openraft storage-v2 `RaftLogStorage`): entries in
+//! append-only segment files, the vote, committed and last-purged ids in a small meta file beside
+//! them, all written only by the writer thread.
 
+mod meta;
 mod reader;
-mod tables;
+mod segment_writer;
+mod segments;
 mod writer;
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use kiseki_types::limits::LOG_GROUP_COMMIT_ENTRIES_MAX;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use reader::LogReader;
 pub(crate) use writer::{copy_io_error, StorageFailure};
 
-use crate::codec;
 use crate::metrics::LogCounters;
 use crate::type_config::{Entry, LogId, StorageError};
 use crate::TypeConfig;
 use reader::Tail;
-use tables::{redb_io, COMMITTED, FORMAT, FORMAT_MAGIC_V1, LAST_PURGED, LOGS, META, VOTE};
+use segments::SegmentIndex;
 use writer::{EncodedEntry, WriteOp, WriterShared};
 
 /// The durable log of one shard. Owned by openraft; reads go through [`LogReader`].
@@ -42,43 +43,57 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> io::Result<LogStore> {
-        Self::open_with(path, Arc::default(), Arc::default())
+    /// Opens (or creates) the log in directory `dir` and starts its writer thread. A torn write
+    /// at the end of the log (a crash during a group commit that was never acknowledged) is
+    /// dropped.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        Self::open_with(dir, Arc::default(), Arc::default())
     }
 
     pub(crate) fn open_with(
-        path: &Path,
+        dir: &Path,
         counters: Arc<LogCounters>,
         failure: Arc<StorageFailure>,
     ) -> io::Result<LogStore> {
-        let db = Arc::new(Database::create(path).map_err(redb_io)?);
-        init_tables(&db)?;
-        let (vote, committed, last_purged) = read_meta(&db)?;
-        counters.set_committed(committed.map(|log_id: LogId| log_id.index));
+        Self::open_configured(dir, counters, failure, segments::SEGMENT_BYTES_TARGET)
+    }
+
+    fn open_configured(
+        dir: &Path,
+        counters: Arc<LogCounters>,
+        failure: Arc<StorageFailure>,
+        segment_bytes_target: u64,
+    ) -> io::Result<LogStore> {
+        std::fs::create_dir_all(dir)?;
+        let meta = meta::read(dir)?;
+        let index = Arc::new(RwLock::new(SegmentIndex::open(dir, meta.last_purged)?));
+        counters.set_committed(meta.committed.map(|log_id: LogId| log_id.index));
         let tail = Arc::new(Tail::default());
         let (tx, rx) = mpsc::channel(LOG_GROUP_COMMIT_ENTRIES_MAX);
         let shared = WriterShared {
-            db: db.clone(),
+            dir: dir.to_path_buf(),
+            index: index.clone(),
+            meta,
             tail: tail.clone(),
             counters: counters.clone(),
             failure: failure.clone(),
+            segment_bytes_target,
         };
-        let name = format!("kiseki-log-writer-{}", path.display());
+        let name = format!("kiseki-log-writer-{}", dir.display());
         let writer_thread = writer::spawn(name, shared, rx)?;
         Ok(LogStore {
-            reader: LogReader { db, tail },
+            reader: LogReader { index, tail },
             writer: tx,
             writer_thread: Some(writer_thread),
-            vote,
-            committed,
-            last_purged,
+            vote: meta.vote,
+            committed: meta.committed,
+            last_purged: meta.last_purged,
             counters,
             failure,
         })
     }
 
-    /// The writer thread, to join after openraft dropped the store (the database closes then).
+    /// The writer thread, to join after openraft dropped the store (the files close then).
     pub fn take_writer_thread(&mut self) -> Option<JoinHandle<()>> {
         self.writer_thread.take()
     }
@@ -105,54 +120,6 @@ fn writer_gone() -> io::Error {
     io::Error::other("shard log writer thread is gone")
 }
 
-fn init_tables(db: &Database) -> io::Result<()> {
-    let txn = db.begin_write().map_err(redb_io)?;
-    {
-        txn.open_table(LOGS).map_err(redb_io)?;
-        let mut meta = txn.open_table(META).map_err(redb_io)?;
-        let format = meta
-            .get(FORMAT)
-            .map_err(redb_io)?
-            .map(|value| value.value().to_vec());
-        match format {
-            None => {
-                meta.insert(FORMAT, FORMAT_MAGIC_V1).map_err(redb_io)?;
-            }
-            Some(found) if found == FORMAT_MAGIC_V1 => {}
-            Some(found) => {
-                let message = format!("unknown shard log format marker {found:?}");
-                return Err(io::Error::new(io::ErrorKind::InvalidData, message));
-            }
-        }
-    }
-    txn.commit().map_err(redb_io)
-}
-
-type Meta = (Option<Vote<u64>>, Option<LogId>, Option<LogId>);
-
-fn read_meta(db: &Database) -> io::Result<Meta> {
-    let txn = db.begin_read().map_err(redb_io)?;
-    let meta = txn.open_table(META).map_err(redb_io)?;
-    let read = |key: &str| -> io::Result<Option<Vec<u8>>> {
-        Ok(meta
-            .get(key)
-            .map_err(redb_io)?
-            .map(|value| value.value().to_vec()))
-    };
-    let vote = read(VOTE)?
-        .map(|record| codec::decode(&record))
-        .transpose()?;
-    // Saved as `Option<LogId>`: openraft may save "nothing committed".
-    let committed: Option<Option<LogId>> = read(COMMITTED)?
-        .map(|record| codec::decode(&record))
-        .transpose()?;
-    let committed = committed.flatten();
-    let purged = read(LAST_PURGED)?
-        .map(|record| codec::decode(&record))
-        .transpose()?;
-    Ok((vote, committed, purged))
-}
-
 fn encode_entry(entry: &Entry) -> io::Result<EncodedEntry> {
     let deltas = match &entry.payload {
         EntryPayload::Normal(batch) => batch.deltas.len() as u64,
@@ -160,7 +127,7 @@ fn encode_entry(entry: &Entry) -> io::Result<EncodedEntry> {
     };
     Ok(EncodedEntry {
         log_id: entry.log_id,
-        record: codec::encode(entry)?,
+        record: segments::encode_record(entry)?,
         deltas,
     })
 }
@@ -182,10 +149,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let stored = self
-            .reader
-            .last_stored_log_id()
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let stored = self.reader.last_stored_log_id();
         let last = self
             .reader
             .tail
@@ -203,12 +167,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        let record = codec::encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        let op = |reply| WriteOp::Meta {
-            key: VOTE,
-            record,
-            reply: Some(reply),
-        };
+        let op = |reply| WriteOp::Vote { vote: *vote, reply };
         self.write_durably(op)
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
@@ -221,16 +180,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not waited for: the committed id is an optimization for restart; it rides along with
-        // the next durable write (see openraft's docs on optionally persisted `committed`).
-        let record = codec::encode(&committed).map_err(|e| write_error(&e))?;
-        self.submit(WriteOp::Meta {
-            key: COMMITTED,
-            record,
-            reply: None,
-        })
-        .await
-        .map_err(|e| write_error(&e))?;
+        // Not waited for: the committed id is an optimization for restart (see openraft's docs
+        // on optionally persisted `committed`); it is saved with the next vote or purge, and at
+        // shutdown.
+        self.submit(WriteOp::Committed { committed })
+            .await
+            .map_err(|e| write_error(&e))?;
         self.committed = committed;
         self.counters
             .set_committed(committed.map(|log_id| log_id.index));
@@ -270,22 +225,133 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let since = log_id.index;
         let op = |reply| WriteOp::Truncate { since, reply };
         self.write_durably(op).await.map_err(|e| write_error(&e))?;
-        // After the durable delete, so readers never see the database's stale entries alone.
+        // After the durable truncation, so readers never see the segments' stale entries alone.
         self.reader.tail.remove_since(since);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let record = codec::encode(&log_id).map_err(|e| write_error(&e))?;
-        let upto = log_id.index;
-        let op = |reply| WriteOp::Purge {
-            upto,
-            record,
-            reply,
-        };
+        let op = |reply| WriteOp::Purge { log_id, reply };
         self.write_durably(op).await.map_err(|e| write_error(&e))?;
-        self.reader.tail.remove_upto(upto);
+        self.reader.tail.remove_upto(log_id.index);
         self.last_purged = Some(log_id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::log_id;
+
+    use super::*;
+    use crate::DeltaBatch;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Normal(DeltaBatch::default()),
+        }
+    }
+
+    /// A store whose segments close after about 256 bytes (about 10 entries).
+    fn open_small(dir: &Path) -> LogStore {
+        LogStore::open_configured(dir, Arc::default(), Arc::default(), 256).unwrap()
+    }
+
+    fn close(mut store: LogStore) {
+        let writer = store.take_writer_thread().unwrap();
+        drop(store);
+        writer.join().unwrap();
+    }
+
+    fn segment_count(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count()
+    }
+
+    async fn log_ids(store: &mut LogStore) -> Vec<LogId> {
+        let entries = store.try_get_log_entries(0..1000).await.unwrap();
+        entries.iter().map(|entry| entry.log_id).collect()
+    }
+
+    #[tokio::test]
+    async fn segments_roll_truncate_and_purge_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open_small(dir.path());
+        store
+            .blocking_append((1..=100).map(|i| entry(1, i)))
+            .await
+            .unwrap();
+        let segments = segment_count(dir.path());
+        assert!(segments >= 5, "{segments} segments for 100 entries");
+
+        // Truncate in the middle of an earlier segment: the later ones go.
+        store.truncate(log_id(1, 1, 35)).await.unwrap();
+        store
+            .blocking_append((35..=50).map(|i| entry(2, i)))
+            .await
+            .unwrap();
+        store.purge(log_id(1, 1, 22)).await.unwrap();
+        let expected: Vec<LogId> = (23..=34)
+            .map(|i| log_id(1, 1, i))
+            .chain((35..=50).map(|i| log_id(2, 1, i)))
+            .collect();
+        assert_eq!(log_ids(&mut store).await, expected);
+        assert!(segment_count(dir.path()) < segments);
+        close(store);
+
+        let mut store = open_small(dir.path());
+        assert_eq!(log_ids(&mut store).await, expected);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 22)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 1, 50)));
+
+        // Truncate exactly at a segment's first entry, then purge past the end of the log.
+        let first_of_last = segments::list_first_indexes(dir.path()).pop().unwrap();
+        store.truncate(log_id(2, 1, first_of_last)).await.unwrap();
+        assert_eq!(
+            log_ids(&mut store).await.last().map(|id| id.index),
+            Some(first_of_last - 1)
+        );
+        store.purge(log_id(2, 1, 60)).await.unwrap();
+        assert_eq!(log_ids(&mut store).await, Vec::<LogId>::new());
+        assert_eq!(segment_count(dir.path()), 0);
+        store
+            .blocking_append((61..=70).map(|i| entry(3, i)))
+            .await
+            .unwrap();
+        close(store);
+        let mut store = open_small(dir.path());
+        let expected: Vec<LogId> = (61..=70).map(|i| log_id(3, 1, i)).collect();
+        assert_eq!(log_ids(&mut store).await, expected);
+        close(store);
+    }
+
+    #[tokio::test]
+    async fn corruption_before_the_last_segment_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open_small(dir.path());
+        store
+            .blocking_append((1..=40).map(|i| entry(1, i)))
+            .await
+            .unwrap();
+        close(store);
+        let first = segments::list_first_indexes(dir.path())[0];
+        let path = segments::segment_path(dir.path(), first);
+        let mut image = std::fs::read(&path).unwrap();
+        image[20] ^= 0xff;
+        std::fs::write(&path, &image).unwrap();
+        let error = LogStore::open(dir.path()).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
     }
 }

@@ -1,17 +1,14 @@
-//! Reading the log: the unflushed in-memory tail first, then the database.
+//! Reading the log: the unflushed in-memory tail first, then the segment files.
 
-use std::collections::btree_map::Entry as Slot;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use openraft::{RaftLogReader, StorageIOError};
-use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::tables::{redb_io, LOGS};
-use crate::codec;
+use super::segments::SegmentIndex;
 use crate::type_config::{Entry, LogId, StorageError};
 use crate::TypeConfig;
 
@@ -69,35 +66,30 @@ impl Tail {
 /// Reads a shard log; cheap to clone (openraft hands one to each replication stream).
 #[derive(Clone)]
 pub struct LogReader {
-    pub(super) db: Arc<Database>,
+    pub(super) index: Arc<RwLock<SegmentIndex>>,
     pub(super) tail: Arc<Tail>,
 }
 
 impl LogReader {
-    /// Entries in `range`: the tail is read before the database, and the writer removes an entry
-    /// from the tail only after it is durable, so every entry is seen in at least one of them.
+    /// Entries in `range`: the tail is read before the segments, and the writer removes an entry
+    /// from the tail only after it is in the segment index, so every entry is seen in at least one
+    /// of them. The index stays read-locked while records are read, so the writer cannot
+    /// truncate them away meanwhile.
     fn read_range(&self, range: (Bound<u64>, Bound<u64>)) -> io::Result<Vec<Entry>> {
         let mut entries = self.tail.range(range);
-        let txn = self.db.begin_read().map_err(redb_io)?;
-        let table = txn.open_table(LOGS).map_err(redb_io)?;
-        for row in table.range::<u64>(range).map_err(redb_io)? {
-            let (index, record) = row.map_err(redb_io)?;
-            if let Slot::Vacant(slot) = entries.entry(index.value()) {
-                slot.insert(codec::decode(record.value())?);
-            }
-        }
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read_into(range, &mut entries)?;
         Ok(entries.into_values().collect())
     }
 
-    /// The log id of the last durable entry.
-    pub(super) fn last_stored_log_id(&self) -> io::Result<Option<LogId>> {
-        let txn = self.db.begin_read().map_err(redb_io)?;
-        let table = txn.open_table(LOGS).map_err(redb_io)?;
-        let Some((_, record)) = table.last().map_err(redb_io)? else {
-            return Ok(None);
-        };
-        let entry: Entry = codec::decode(record.value())?;
-        Ok(Some(entry.log_id))
+    /// The log id of the last entry in the segments.
+    pub(super) fn last_stored_log_id(&self) -> Option<LogId> {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_log_id()
     }
 }
 

@@ -1,19 +1,23 @@
-//! The log writer: one thread per shard that owns every write to the log database. It drains all
-//! queued writes (bounded by `LOG_GROUP_COMMIT_ENTRIES_MAX` entries), applies them in order in one
-//! redb transaction, commits with one fsync, and only then completes every waiter of the batch.
-//! One thread serializes vote, append, truncate and purge I/O, as openraft requires.
+//! The log writer: one thread per shard that owns every write to the log files. It drains all
+//! queued writes (bounded by `LOG_GROUP_COMMIT_ENTRIES_MAX` entries), applies them in order to the
+//! segments (appends become one `write`) and the meta file, syncs once, and only then completes
+//! every waiter of the batch. One thread serializes vote, append, truncate and purge I/O, as
+//! openraft requires.
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use kiseki_types::limits::LOG_GROUP_COMMIT_ENTRIES_MAX;
 use openraft::storage::LogFlushed;
-use redb::{Database, Durability};
+use openraft::Vote;
 use tokio::sync::{mpsc, oneshot};
 
+use super::meta::{self, LogMeta};
 use super::reader::Tail;
-use super::tables::{redb_io, LOGS, META};
+use super::segment_writer::SegmentWriter;
+use super::segments::SegmentIndex;
 use crate::metrics::LogCounters;
 use crate::type_config::LogId;
 use crate::TypeConfig;
@@ -31,18 +35,18 @@ pub(super) enum WriteOp {
         entries: Vec<EncodedEntry>,
         callback: LogFlushed<TypeConfig>,
     },
-    Meta {
-        key: &'static str,
-        record: Vec<u8>,
-        reply: Option<oneshot::Sender<io::Result<()>>>,
+    Vote {
+        vote: Vote<u64>,
+        reply: oneshot::Sender<io::Result<()>>,
     },
+    /// Not waited for: written with the next meta write (vote, purge) or at shutdown.
+    Committed { committed: Option<LogId> },
     Truncate {
         since: u64,
         reply: oneshot::Sender<io::Result<()>>,
     },
     Purge {
-        upto: u64,
-        record: Vec<u8>,
+        log_id: LogId,
         reply: oneshot::Sender<io::Result<()>>,
     },
 }
@@ -57,10 +61,9 @@ impl WriteOp {
 
     /// Whether a waiter needs this write durable (only the committed id may ride along lazily).
     fn needs_durability(&self) -> bool {
-        !matches!(self, WriteOp::Meta { reply: None, .. })
+        !matches!(self, WriteOp::Committed { .. })
     }
 }
-
 /// The first I/O error the writer hit; once set, the log is broken until reopened.
 #[derive(Debug, Default)]
 pub(crate) struct StorageFailure(Mutex<Option<Arc<io::Error>>>);
@@ -83,10 +86,13 @@ impl StorageFailure {
 
 /// What the writer thread shares with the store.
 pub(super) struct WriterShared {
-    pub(super) db: Arc<Database>,
+    pub(super) dir: PathBuf,
+    pub(super) index: Arc<RwLock<SegmentIndex>>,
+    pub(super) meta: LogMeta,
     pub(super) tail: Arc<Tail>,
     pub(super) counters: Arc<LogCounters>,
     pub(super) failure: Arc<StorageFailure>,
+    pub(super) segment_bytes_target: u64,
 }
 
 /// Starts the writer thread; it ends when every sender of `rx` is gone.
@@ -95,37 +101,96 @@ pub(super) fn spawn(
     shared: WriterShared,
     rx: mpsc::Receiver<WriteOp>,
 ) -> io::Result<JoinHandle<()>> {
+    let segments = SegmentWriter::new(
+        shared.dir.clone(),
+        shared.index.clone(),
+        shared.segment_bytes_target,
+    )?;
+    let writer = Writer {
+        meta: shared.meta,
+        meta_unsaved: false,
+        segments,
+        shared,
+    };
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(shared, rx))
+        .spawn(move || writer.run(rx))
 }
 
-fn run(shared: WriterShared, mut rx: mpsc::Receiver<WriteOp>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut entries = first.entry_count();
-        let mut batch = vec![first];
-        while entries < LOG_GROUP_COMMIT_ENTRIES_MAX {
-            let Ok(op) = rx.try_recv() else { break };
-            entries += op.entry_count();
-            batch.push(op);
+struct Writer {
+    shared: WriterShared,
+    segments: SegmentWriter,
+    /// The meta state as the store last asked for it.
+    meta: LogMeta,
+    /// Whether `meta` holds a committed id not yet in the meta file.
+    meta_unsaved: bool,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut entries = first.entry_count();
+            let mut batch = vec![first];
+            while entries < LOG_GROUP_COMMIT_ENTRIES_MAX {
+                let Ok(op) = rx.try_recv() else { break };
+                entries += op.entry_count();
+                batch.push(op);
+            }
+            let result = match self.shared.failure.get() {
+                // After a failure the files' state is unknown: refuse everything until reopened.
+                Some(error) => Err(copy_io_error(&error)),
+                None => self.write_batch(&batch),
+            };
+            if let Err(error) = &result {
+                tracing::error!(%error, ops = batch.len(), "shard log write failed");
+                self.shared.failure.record(error);
+            }
+            complete(batch, &result, &self.shared.tail);
         }
-        let durable = batch.iter().any(WriteOp::needs_durability);
-        let result = write_batch(&shared.db, &batch, durable);
-        match &result {
-            Ok(()) => {
-                if durable {
-                    let (entries, deltas) = appended_counts(&batch);
-                    shared.counters.record_flush(entries, deltas);
+        if self.meta_unsaved && self.shared.failure.get().is_none() {
+            if let Err(error) = meta::write(&self.shared.dir, &self.meta) {
+                tracing::warn!(%error, "could not save the committed id of the shard log");
+            }
+        }
+        tracing::debug!("shard log writer exits");
+    }
+
+    /// Applies the batch in order, then syncs once if any waiter needs it durable.
+    fn write_batch(&mut self, batch: &[WriteOp]) -> io::Result<()> {
+        for op in batch {
+            match op {
+                WriteOp::Append { entries, .. } => self.segments.append(entries)?,
+                WriteOp::Vote { vote, .. } => {
+                    self.meta.vote = Some(*vote);
+                    self.save_meta()?;
+                }
+                WriteOp::Committed { committed } => {
+                    self.meta.committed = *committed;
+                    self.meta_unsaved = true;
+                }
+                WriteOp::Truncate { since, .. } => self.segments.truncate(*since)?,
+                WriteOp::Purge { log_id, .. } => {
+                    // Durable before any segment goes, so a crash never loses unpurged entries.
+                    self.segments.write_buffered()?;
+                    self.meta.last_purged = Some(*log_id);
+                    self.save_meta()?;
+                    self.segments.purge(log_id.index)?;
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, ops = batch.len(), "shard log write failed");
-                shared.failure.record(error);
-            }
         }
-        complete(batch, &result, &shared.tail);
+        if batch.iter().any(WriteOp::needs_durability) {
+            self.segments.sync()?;
+            let (entries, deltas) = appended_counts(batch);
+            self.shared.counters.record_flush(entries, deltas);
+        }
+        Ok(())
     }
-    tracing::debug!("shard log writer exits");
+
+    fn save_meta(&mut self) -> io::Result<()> {
+        meta::write(&self.shared.dir, &self.meta)?;
+        self.meta_unsaved = false;
+        Ok(())
+    }
 }
 
 fn appended_counts(batch: &[WriteOp]) -> (u64, u64) {
@@ -137,41 +202,6 @@ fn appended_counts(batch: &[WriteOp]) -> (u64, u64) {
         }
     }
     counts
-}
-
-/// Applies the batch in order in one transaction and commits it.
-fn write_batch(db: &Database, batch: &[WriteOp], durable: bool) -> io::Result<()> {
-    let mut txn = db.begin_write().map_err(redb_io)?;
-    if !durable {
-        // Only the committed id: it becomes durable with the next durable commit.
-        txn.set_durability(Durability::None).map_err(redb_io)?;
-    }
-    {
-        let mut logs = txn.open_table(LOGS).map_err(redb_io)?;
-        let mut meta = txn.open_table(META).map_err(redb_io)?;
-        for op in batch {
-            match op {
-                WriteOp::Append { entries, .. } => {
-                    for entry in entries {
-                        logs.insert(entry.log_id.index, entry.record.as_slice())
-                            .map_err(redb_io)?;
-                    }
-                }
-                WriteOp::Meta { key, record, .. } => {
-                    meta.insert(*key, record.as_slice()).map_err(redb_io)?;
-                }
-                WriteOp::Truncate { since, .. } => {
-                    logs.retain_in(*since.., |_, _| false).map_err(redb_io)?;
-                }
-                WriteOp::Purge { upto, record, .. } => {
-                    meta.insert(super::tables::LAST_PURGED, record.as_slice())
-                        .map_err(redb_io)?;
-                    logs.retain_in(..=*upto, |_, _| false).map_err(redb_io)?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(redb_io)
 }
 
 /// Completes every waiter of a written batch and drops flushed entries from the unflushed tail.
@@ -188,12 +218,10 @@ fn complete(batch: Vec<WriteOp>, result: &io::Result<()>, tail: &Tail) {
                 }
                 callback.log_io_completed(outcome);
             }
-            WriteOp::Meta { reply, .. } => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
-                }
-            }
-            WriteOp::Truncate { reply, .. } | WriteOp::Purge { reply, .. } => {
+            WriteOp::Committed { .. } => {}
+            WriteOp::Vote { reply, .. }
+            | WriteOp::Truncate { reply, .. }
+            | WriteOp::Purge { reply, .. } => {
                 let _ = reply.send(outcome);
             }
         }

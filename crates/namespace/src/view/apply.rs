@@ -11,11 +11,11 @@ use kiseki_types::{Attributes, Composition, ErrorKind, Extent, FileKind, InodeId
 use super::{Content, NamespaceView, Node};
 use crate::names::{child_key, validate_name};
 
-fn error(kind: ErrorKind, message: impl Into<String>) -> NamespaceError {
+pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> NamespaceError {
     NamespaceError::new(kind, message)
 }
 
-fn applied(inode: InodeId) -> DeltaOutcome {
+pub(super) fn applied(inode: InodeId) -> DeltaOutcome {
     Ok(Applied { inode: Some(inode) })
 }
 
@@ -26,8 +26,17 @@ impl NamespaceView {
                 self.create(*parent, name, node, *mode, *owner, *exclusive, *time)
             }
             Delta::PutFile { path, content, user_metadata, mode, owner, time } => {
-                self.put_file(path, content, user_metadata, *mode, *owner, *time)
+                self.put_file(path, content, user_metadata, &BTreeMap::new(), *mode, *owner, *time)
             }
+            Delta::PutObject { object, content, condition } => self.put_object(object, content, condition.as_ref()),
+            Delta::CreateUpload { upload_id, object } => self.create_upload(upload_id, object),
+            Delta::PutPart { upload_id, part_number, etag, content, time } => {
+                self.put_part(upload_id, *part_number, etag, content, *time)
+            }
+            Delta::CompleteUpload { upload_id, parts, part_size_min, etag, time } => {
+                self.complete_upload(upload_id, parts, *part_size_min, etag, *time)
+            }
+            Delta::AbortUpload { upload_id, .. } => self.abort_upload(upload_id),
             Delta::Write { inode, extents, time } => self.write(*inode, extents, 0, *time),
             Delta::Append { inode, extents, time } => {
                 let end = self.file(*inode)?.size;
@@ -154,11 +163,13 @@ impl NamespaceView {
         applied(self.insert_child(parent, name, node, time)?)
     }
 
-    fn put_file(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn put_file(
         &mut self,
         path: &[String],
         content: &Composition,
         user_metadata: &BTreeMap<String, Vec<u8>>,
+        system_metadata: &BTreeMap<String, String>,
         mode: u32,
         owner: Owner,
         time: Timestamp,
@@ -203,10 +214,12 @@ impl NamespaceView {
             node.attrs.ctime = time;
             node.content = Content::File(Arc::new(content.clone()));
             node.user_metadata = user_metadata.clone();
+            node.system_metadata = system_metadata.clone();
             return applied(inode);
         }
         let mut node = file_node(content.clone(), mode, owner, time);
         node.user_metadata = user_metadata.clone();
+        node.system_metadata = system_metadata.clone();
         applied(self.insert_child(parent, file_name, node, time)?)
     }
 
@@ -230,6 +243,8 @@ impl NamespaceView {
             let composition = Arc::make_mut(composition);
             change(composition);
             node.attrs.size = composition.size;
+            // The stored ETag described the old bytes; a POSIX write makes it stale.
+            node.system_metadata.remove(crate::object::ETAG_KEY);
         }
         node.attrs.mtime = time;
         node.attrs.ctime = time;
@@ -428,10 +443,11 @@ fn file_node(content: Composition, mode: u32, owner: Owner, time: Timestamp) -> 
         },
         content: Content::File(Arc::new(content)),
         user_metadata: BTreeMap::new(),
+        system_metadata: BTreeMap::new(),
     }
 }
 
-fn check_user_metadata(metadata: &BTreeMap<String, Vec<u8>>) -> Result<(), NamespaceError> {
+pub(super) fn check_user_metadata(metadata: &BTreeMap<String, Vec<u8>>) -> Result<(), NamespaceError> {
     let bytes: usize = metadata.iter().map(|(key, value)| key.len() + value.len()).sum();
     if metadata.len() > USER_METADATA_ENTRIES_MAX || bytes > USER_METADATA_BYTES_MAX {
         return Err(error(

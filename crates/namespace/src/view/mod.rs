@@ -5,7 +5,9 @@
 
 mod apply;
 mod listing;
+mod objects;
 mod query;
+mod uploads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 pub use listing::{ListEntry, ListPage, ListRequest};
 pub use query::DirectoryEntry;
+pub(crate) use uploads::bare_etag;
+pub(crate) use uploads::{CompletionError, Upload};
 
 /// What a node holds besides its attributes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -37,6 +41,8 @@ pub(crate) struct Node {
     pub attrs: Attributes,
     pub content: Content,
     pub user_metadata: BTreeMap<String, Vec<u8>>,
+    /// S3 system metadata (ETag, Content-Type, ...): kept apart so POSIX xattrs never show it.
+    pub system_metadata: BTreeMap<String, String>,
 }
 
 /// The view of one shard's namespace.
@@ -46,15 +52,18 @@ pub struct NamespaceView {
     next_local: u64,
     /// Ordered so that a snapshot of equal states is the same bytes on every replica.
     nodes: BTreeMap<InodeId, Node>,
+    /// Multipart uploads in progress, by upload id.
+    uploads: BTreeMap<String, Upload>,
     applied_deltas: u64,
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 added system metadata on nodes and multipart uploads.
+const SNAPSHOT_VERSION: u8 = 2;
 
 impl NamespaceView {
     /// An empty view of shard `shard_index`; shard 0 holds the tenant's root directory.
     pub fn new(shard_index: u16) -> Self {
-        let mut view = NamespaceView { shard_index, next_local: 2, nodes: BTreeMap::new(), applied_deltas: 0 };
+        let mut view = NamespaceView { shard_index, next_local: 2, nodes: BTreeMap::new(), uploads: BTreeMap::new(), applied_deltas: 0 };
         if shard_index == 0 {
             view.nodes.insert(InodeId::ROOT, Node::directory(InodeId::ROOT, 0o755, 0, 0, Timestamp(0)));
         }
@@ -89,6 +98,7 @@ impl Node {
             },
             content: Content::Directory { parent, children: BTreeMap::new() },
             user_metadata: BTreeMap::new(),
+            system_metadata: BTreeMap::new(),
         }
     }
 }

@@ -1,0 +1,813 @@
+//! `kiseki-client-fuse`: mounts a tenant's Kiseki namespace (default `/kiseki`) with FUSE.
+//!
+//! A thin adapter: each handler calls the client library (`kiseki_client::Client`), replies,
+//! and maps a failure to an errno in one place ([`errno`]). Stops on SIGTERM/SIGINT by
+//! unmounting cleanly (pending writes of open files are flushed by the kernel's release calls).
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+};
+use kiseki_client::{
+    AttrUpdate, Caller, Client, ClientOptions, GrpcOptions, GrpcTransport, MemoryChunkCache, Node,
+    Special,
+};
+use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
+
+/// Mount a Kiseki tenant namespace with FUSE.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  \
+        kiseki-client-fuse --access-key KSK... --secret-key ... /kiseki\n  \
+        KISEKI_ACCESS_KEY=... KISEKI_SECRET_KEY=... kiseki-client-fuse --allow-other --default-permissions /mnt/k\n\n\
+        Logging: KISEKI_LOG (tracing filter, default \"info\"). Stop with SIGTERM or Ctrl-C: unmounts cleanly."
+)]
+struct Args {
+    /// Where to mount (an existing, empty directory).
+    #[arg(default_value = "/kiseki", value_name = "MOUNT_POINT")]
+    mount_point: PathBuf,
+
+    /// Address of the kiseki-server native service.
+    #[arg(
+        long,
+        env = "KISEKI_SERVER",
+        default_value = "http://127.0.0.1:9200",
+        value_name = "URL"
+    )]
+    server: String,
+
+    /// Access key id of the tenant workload.
+    #[arg(long, env = "KISEKI_ACCESS_KEY", value_name = "ID")]
+    access_key: String,
+
+    /// Secret key of the tenant workload.
+    #[arg(
+        long,
+        env = "KISEKI_SECRET_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    secret_key: String,
+
+    /// Let users other than the mounting one access the mount.
+    #[arg(long)]
+    allow_other: bool,
+
+    /// Let the kernel check permissions against the mode bits.
+    #[arg(long)]
+    default_permissions: bool,
+
+    /// Longest wait for one server call; a stopped server fails operations with EIO in this time.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    request_timeout: u64,
+
+    /// Bytes of decrypted chunks kept in memory.
+    #[arg(long, default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+    cache_bytes: usize,
+
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+}
+
+/// How long the kernel may trust names and attributes we give it.
+const TTL: Duration = Duration::from_secs(1);
+/// Largest write the kernel sends in one request.
+const WRITE_BYTES_MAX: u32 = 1024 * 1024;
+
+/// The one place a namespace error becomes an errno.
+fn errno(error: &NamespaceError) -> Errno {
+    match error.kind {
+        ErrorKind::NotFound => Errno::ENOENT,
+        ErrorKind::AlreadyExists => Errno::EEXIST,
+        ErrorKind::NotADirectory => Errno::ENOTDIR,
+        ErrorKind::IsADirectory => Errno::EISDIR,
+        ErrorKind::NotEmpty => Errno::ENOTEMPTY,
+        ErrorKind::InvalidArgument => Errno::EINVAL,
+        ErrorKind::NameTooLong => Errno::ENAMETOOLONG,
+        ErrorKind::CrossShard => Errno::EXDEV,
+        ErrorKind::NoSpace => Errno::ENOSPC,
+        ErrorKind::Stale => Errno::ESTALE,
+        ErrorKind::PermissionDenied => Errno::EPERM,
+        ErrorKind::Unsupported => Errno::EOPNOTSUPP,
+        ErrorKind::Corrupt | ErrorKind::Unavailable => Errno::EIO,
+    }
+}
+
+fn system_time(time: Timestamp) -> SystemTime {
+    let nanos = time.0;
+    if nanos >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
+    }
+}
+
+fn timestamp(time: TimeOrNow) -> Timestamp {
+    match time {
+        TimeOrNow::Now => Timestamp::now(),
+        TimeOrNow::SpecificTime(time) => match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => Timestamp(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX)),
+            Err(before) => {
+                Timestamp(-i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX))
+            }
+        },
+    }
+}
+
+fn file_type(kind: FileKind, special: Special) -> FileType {
+    match special.file_type {
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => match kind {
+            FileKind::File => FileType::RegularFile,
+            FileKind::Directory => FileType::Directory,
+            FileKind::Symlink => FileType::Symlink,
+        },
+    }
+}
+
+fn file_attr(node: &Node) -> FileAttr {
+    let attrs = &node.attrs;
+    FileAttr {
+        ino: INodeNo(node.inode.0),
+        size: attrs.size,
+        blocks: attrs.size.div_ceil(512),
+        atime: system_time(attrs.atime),
+        mtime: system_time(attrs.mtime),
+        ctime: system_time(attrs.ctime),
+        crtime: system_time(attrs.btime),
+        kind: file_type(attrs.kind, node.special),
+        perm: (attrs.mode & 0o7777) as u16,
+        nlink: attrs.nlink,
+        uid: attrs.uid,
+        gid: attrs.gid,
+        rdev: node.special.rdev as u32,
+        blksize: WRITE_BYTES_MAX,
+        flags: 0,
+    }
+}
+
+fn name_of(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+struct KisekiFs {
+    client: Arc<Client>,
+    runtime: tokio::runtime::Handle,
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+impl KisekiFs {
+    fn run<T>(&self, call: impl Future<Output = kiseki_client::Result<T>>) -> Result<T, Errno> {
+        self.runtime.block_on(call).map_err(|error| {
+            if matches!(error.kind, ErrorKind::Unavailable | ErrorKind::Corrupt) {
+                tracing::warn!(%error, "operation failed");
+            }
+            errno(&error)
+        })
+    }
+
+    fn entry(&self, reply: ReplyEntry, result: Result<Node, Errno>) {
+        match result {
+            Ok(node) => reply.entry(&TTL, &file_attr(&node), Generation(0)),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+        match result {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+}
+
+fn caller(request: &Request) -> Caller {
+    Caller {
+        uid: request.uid(),
+        gid: request.gid(),
+    }
+}
+
+impl Filesystem for KisekiFs {
+    fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(WRITE_BYTES_MAX);
+        let _ = config.set_max_readahead(WRITE_BYTES_MAX);
+        // The kernel refreshes attributes before reads and drops pages whose mtime changed.
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        Ok(())
+    }
+
+    fn lookup(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result =
+            name_of(name).and_then(|name| self.run(self.client.lookup(InodeId(parent.0), name)));
+        self.entry(reply, result);
+    }
+
+    fn getattr(&self, _request: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.run(self.client.getattr(InodeId(ino.0))) {
+            Ok(node) => reply.attr(&TTL, &file_attr(&node)),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let update = AttrUpdate {
+            mode: mode.map(|mode| mode & 0o7777),
+            uid,
+            gid,
+            atime: atime.map(timestamp),
+            mtime: mtime.map(timestamp),
+        };
+        match self.run(self.client.setattr(InodeId(ino.0), size, update)) {
+            Ok(node) => reply.attr(&TTL, &file_attr(&node)),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn readlink(&self, _request: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.run(self.client.read_link(InodeId(ino.0))) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn mknod(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let file_type = mode & libc::S_IFMT;
+        let special = match file_type {
+            libc::S_IFREG | 0 => Special::default(),
+            libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => Special {
+                file_type,
+                rdev: u64::from(rdev),
+            },
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let result = name_of(name).and_then(|name| {
+            self.run(self.client.create(
+                InodeId(parent.0),
+                name,
+                mode & 0o7777,
+                caller(request),
+                true,
+                special,
+            ))
+        });
+        self.entry(reply, result);
+    }
+
+    fn mkdir(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = name_of(name).and_then(|name| {
+            self.run(
+                self.client
+                    .mkdir(InodeId(parent.0), name, mode, caller(request)),
+            )
+        });
+        self.entry(reply, result);
+    }
+
+    fn unlink(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result =
+            name_of(name).and_then(|name| self.run(self.client.unlink(InodeId(parent.0), name)));
+        Self::empty(reply, result);
+    }
+
+    fn rmdir(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result =
+            name_of(name).and_then(|name| self.run(self.client.rmdir(InodeId(parent.0), name)));
+        Self::empty(reply, result);
+    }
+
+    fn symlink(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = name_of(link_name).and_then(|name| {
+            let target = target.to_str().ok_or(Errno::EINVAL)?;
+            self.run(
+                self.client
+                    .symlink(InodeId(parent.0), name, target, caller(request)),
+            )
+        });
+        self.entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        _request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let result = name_of(name).and_then(|name| {
+            let new_name = name_of(new_name)?;
+            self.run(self.client.rename(
+                InodeId(parent.0),
+                name,
+                InodeId(new_parent.0),
+                new_name,
+                no_replace,
+            ))
+        });
+        Self::empty(reply, result);
+    }
+
+    fn link(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = name_of(new_name).and_then(|name| {
+            self.run(
+                self.client
+                    .link(InodeId(ino.0), InodeId(new_parent.0), name),
+            )
+        });
+        self.entry(reply, result);
+    }
+
+    fn open(&self, _request: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let append = flags.0 & libc::O_APPEND != 0;
+        match self.run(self.client.open(InodeId(ino.0), append)) {
+            Ok((handle, _, changed)) => {
+                if changed {
+                    // Close-to-open: the kernel re-reads the attributes (size) before reading.
+                    if let Some(notifier) = self.notifier.get() {
+                        let _ = notifier.inval_inode(ino, -1, 0);
+                    }
+                }
+                reply.opened(FileHandle(handle), FopenFlags::empty());
+            }
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn read(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.run(self.client.read(fh.0, offset, size)) {
+            Ok(data) => reply.data(&data),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn write(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.run(self.client.write(fh.0, offset, data)) {
+            Ok(written) => reply.written(written as u32),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn flush(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(reply, self.run(self.client.flush(fh.0)));
+    }
+
+    fn release(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(reply, self.run(self.client.release(fh.0)));
+    }
+
+    fn fsync(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(reply, self.run(self.client.flush(fh.0)));
+    }
+
+    fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.run(self.client.open_dir(InodeId(ino.0))) {
+            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut index = offset as usize;
+        loop {
+            let entries = match self.run(self.client.read_dir(fh.0, index, 256)) {
+                Ok(entries) => entries,
+                Err(error) => return reply.error(error),
+            };
+            if entries.is_empty() {
+                return reply.ok();
+            }
+            for entry in entries {
+                index += 1;
+                let kind = file_type(entry.kind, Special::default());
+                if reply.add(INodeNo(entry.inode.0), index as u64, kind, &entry.name) {
+                    return reply.ok();
+                }
+            }
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.client.release_dir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every namespace change is durable when it is acknowledged.
+        reply.ok();
+    }
+
+    fn statfs(&self, _request: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        const BLOCK: u64 = 4096;
+        match self.run(self.client.statfs()) {
+            Ok(stats) => reply.statfs(
+                stats.total_bytes / BLOCK,
+                stats.free_bytes / BLOCK,
+                stats.free_bytes / BLOCK,
+                stats.files + stats.files_free,
+                stats.files_free,
+                BLOCK as u32,
+                kiseki_types::limits::NAME_BYTES_MAX as u32,
+                BLOCK as u32,
+            ),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = name_of(name).and_then(|name| {
+            let (create, replace) = (
+                flags & libc::XATTR_CREATE != 0,
+                flags & libc::XATTR_REPLACE != 0,
+            );
+            self.run(
+                self.client
+                    .set_xattr(InodeId(ino.0), name, value, create, replace),
+            )
+            .map_err(|error| {
+                if error == Errno::ENOENT && replace {
+                    Errno::ENODATA
+                } else {
+                    error
+                }
+            })
+        });
+        Self::empty(reply, result);
+    }
+
+    fn getxattr(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        match name_of(name).and_then(|name| self.run(self.client.get_xattr(InodeId(ino.0), name))) {
+            Ok(Some(value)) if size == 0 => reply.size(value.len() as u32),
+            Ok(Some(value)) if value.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(Some(value)) => reply.data(&value),
+            Ok(None) => reply.error(Errno::ENODATA),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn listxattr(&self, _request: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.run(self.client.list_xattrs(InodeId(ino.0))) {
+            Ok(names) => {
+                let mut bytes = Vec::new();
+                for name in names {
+                    bytes.extend_from_slice(name.as_bytes());
+                    bytes.push(0);
+                }
+                if size == 0 {
+                    reply.size(bytes.len() as u32);
+                } else if bytes.len() > size as usize {
+                    reply.error(Errno::ERANGE);
+                } else {
+                    reply.data(&bytes);
+                }
+            }
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn removexattr(&self, _request: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match name_of(name)
+            .and_then(|name| self.run(self.client.remove_xattr(InodeId(ino.0), name)))
+        {
+            Ok(true) => reply.ok(),
+            Ok(false) => reply.error(Errno::ENODATA),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn access(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _mask: fuser::AccessFlags,
+        reply: ReplyEmpty,
+    ) {
+        // Permission checks are the kernel's (mount with --default-permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let exclusive = flags & libc::O_EXCL != 0;
+        let append = flags & libc::O_APPEND != 0;
+        let result = name_of(name).and_then(|name| {
+            self.run(async {
+                let node = self
+                    .client
+                    .create(
+                        InodeId(parent.0),
+                        name,
+                        mode & 0o7777,
+                        caller(request),
+                        exclusive,
+                        Special::default(),
+                    )
+                    .await?;
+                let (handle, node, _) = self.client.open_created(node, append).await?;
+                Ok((handle, node))
+            })
+        });
+        match result {
+            Ok((handle, node)) => reply.created(
+                &TTL,
+                &file_attr(&node),
+                Generation(0),
+                FileHandle(handle),
+                FopenFlags::empty(),
+            ),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if mode != 0 {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        Self::empty(
+            reply,
+            self.run(self.client.allocate(InodeId(ino.0), offset, length))
+                .map(drop),
+        );
+    }
+}
+
+/// Refuses a mount point that does not exist, is not a directory, is not empty, or is already
+/// a mount point, with the reason.
+fn check_mount_point(path: &Path) -> anyhow::Result<PathBuf> {
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("mount point {} does not exist", path.display()))?;
+    if !path.is_dir() {
+        bail!("mount point {} is not a directory", path.display());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted = mounts
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(&*path.to_string_lossy()));
+    if mounted {
+        bail!(
+            "mount point {} is busy: something is already mounted there (unmount it first)",
+            path.display()
+        );
+    }
+    let entries = std::fs::read_dir(&path)
+        .with_context(|| format!("reading mount point {}", path.display()))?
+        .count();
+    if entries > 0 {
+        bail!(
+            "mount point {} is not empty ({entries} entries): mount on an empty directory",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn main() -> anyhow::Result<()> {
+    kiseki_telemetry::init_tracing("KISEKI_LOG");
+    let args = Args::parse();
+    let mount_point = check_mount_point(&args.mount_point)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let options = GrpcOptions {
+        endpoint: args.server.clone(),
+        access_key: args.access_key.clone(),
+        secret_key: args.secret_key.clone(),
+        connect_timeout: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+    };
+    let client = runtime
+        .block_on(async {
+            let transport = GrpcTransport::connect_lazy(&options)?;
+            let cache = Arc::new(MemoryChunkCache::new(args.cache_bytes));
+            Client::connect(Arc::new(transport), cache, ClientOptions::default()).await
+        })
+        .with_context(|| format!("connecting to the Kiseki server at {}", args.server))?;
+    let tenant = client.tenant();
+
+    let notifier = Arc::new(OnceLock::new());
+    let fs = KisekiFs {
+        client: Arc::new(client),
+        runtime: runtime.handle().clone(),
+        notifier: Arc::clone(&notifier),
+    };
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("kiseki".into()),
+        MountOption::Subtype("kiseki".into()),
+    ];
+    if args.default_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    if args.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(args.threads.max(1));
+    let mut session = Session::new(fs, &mount_point, &config)
+        .with_context(|| format!("mounting on {}", mount_point.display()))?;
+    let _ = notifier.set(session.notifier());
+    let mut unmounter = session.unmount_callable();
+    let (done_sender, mut done) = tokio::sync::oneshot::channel();
+    let worker = std::thread::spawn(move || {
+        let result = session.run();
+        let _ = done_sender.send(());
+        result
+    });
+    println!(
+        "kiseki-client-fuse: tenant {tenant} mounted at {} (server {})",
+        mount_point.display(),
+        args.server
+    );
+    println!("ready");
+
+    let signalled = runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => Ok::<bool, std::io::Error>(true),
+            _ = tokio::signal::ctrl_c() => Ok(true),
+            _ = &mut done => Ok(false),
+        }
+    })?;
+    if signalled {
+        tracing::info!(mount = %mount_point.display(), "unmounting");
+        if let Err(error) = unmounter.unmount() {
+            tracing::warn!(%error, "unmount failed; the mount may be busy");
+        }
+    }
+    match worker.join() {
+        Ok(result) => result.context("FUSE session")?,
+        Err(_) => bail!("FUSE session thread panicked"),
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    println!("kiseki-client-fuse: unmounted {}", mount_point.display());
+    Ok(())
+}

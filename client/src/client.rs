@@ -1,0 +1,907 @@
+//! [`Client`]: the POSIX semantics of a mount over a [`Transport`].
+//!
+//! - **Close-to-open.** `open` fetches fresh attributes from the server; writes are buffered
+//!   in the open-file table and become visible to others on `flush` (close), `fsync` or
+//!   `release`. A reader on the same client sees its own unflushed writes.
+//! - **Writes.** Bytes collect in dirty ranges per file; every full chunk is cut, sealed here
+//!   (AES-256-GCM under the tenant's current DEK) and stored while the writer goes on (a
+//!   bounded number in flight); flush seals the rest and commits all extents in one delta (or
+//!   a few, when rewrites overlap). `O_APPEND` writes commit at once with an atomic append.
+//! - **Reads.** The file's layout names the chunks of a range; each chunk is fetched sealed,
+//!   verified and opened here, kept in the chunk cache, and on sequential reads the next chunk
+//!   is fetched ahead.
+//! - **Attributes** are cached for a short TTL and refreshed by every local change.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use kiseki_chunk::ChunkService;
+use kiseki_crypto::TenantKeyring;
+use kiseki_types::{ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId};
+use tokio::task::JoinHandle;
+
+use crate::cache::ChunkCache;
+use crate::dirty::DirtyRanges;
+use crate::transport::{AttrUpdate, DirEntry, FsStats, NewNode, Node, Result, Special, Transport};
+
+/// Prefix of the names an unlinked-but-open file is kept under until its last close.
+pub const HIDDEN_PREFIX: &str = ".kiseki-unlinked-";
+/// Prefix of xattr names that map to user metadata (the same entries S3 shows as x-amz-meta-).
+pub const XATTR_USER_PREFIX: &str = "user.";
+
+/// Tunables of a client.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long cached attributes are trusted.
+    pub attr_ttl: Duration,
+    /// Chunks being sealed and stored at once per file.
+    pub uploads_in_flight_max: usize,
+    /// Unsealed dirty bytes per file before a flush is forced.
+    pub dirty_bytes_max: usize,
+    /// Entries fetched per directory page.
+    pub readdir_page_entries: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            attr_ttl: Duration::from_secs(1),
+            uploads_in_flight_max: 4,
+            dirty_bytes_max: 64 * 1024 * 1024,
+            readdir_page_entries: 1024,
+        }
+    }
+}
+
+/// Who is asking (for owners of new nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+type Upload = JoinHandle<Result<Extent>>;
+type Fetch = Shared<BoxFuture<'static, Result<Bytes>>>;
+
+/// Per-file state while a file is open on this client.
+#[derive(Default)]
+struct FileState {
+    open_handles: usize,
+    dirty: DirtyRanges,
+    uploads: VecDeque<(u64, u64, Upload)>,
+    pending: Vec<Extent>,
+    /// Name the file hides under after an unlink while open: (directory, name).
+    hidden: Option<(InodeId, String)>,
+}
+
+impl FileState {
+    /// One past the last byte written here and not yet committed.
+    fn local_end(&self) -> u64 {
+        let uploads = self
+            .uploads
+            .iter()
+            .map(|(offset, len, _)| offset + len)
+            .max()
+            .unwrap_or(0);
+        let pending = self.pending.iter().map(Extent::end).max().unwrap_or(0);
+        self.dirty.end().max(uploads).max(pending)
+    }
+
+    fn is_clean(&self) -> bool {
+        self.dirty.is_empty() && self.uploads.is_empty() && self.pending.is_empty()
+    }
+}
+
+type SharedFile = Arc<tokio::sync::Mutex<FileState>>;
+
+struct OpenFile {
+    inode: InodeId,
+    append: bool,
+    state: SharedFile,
+    /// End of the last read, to detect sequential reading.
+    last_read_end: AtomicU64,
+}
+
+struct OpenDir {
+    inode: InodeId,
+    entries: Vec<DirEntry>,
+    complete: bool,
+}
+
+/// The native client: one tenant's namespace as POSIX files.
+pub struct Client {
+    transport: Arc<dyn Transport>,
+    tenant: TenantId,
+    keyring: Arc<TenantKeyring>,
+    chunk_size: usize,
+    cache: Arc<dyn ChunkCache>,
+    options: ClientOptions,
+    attrs: Mutex<HashMap<InodeId, (Node, Instant)>>,
+    dir_owners: Mutex<HashMap<InodeId, ((u32, u32), Instant)>>,
+    files: Mutex<HashMap<InodeId, SharedFile>>,
+    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenDir>>>>,
+    fetches: Arc<Mutex<HashMap<ChunkId, Fetch>>>,
+    next_handle: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bad_handle(handle: u64) -> NamespaceError {
+    NamespaceError::new(ErrorKind::Stale, format!("no open handle {handle}"))
+}
+
+impl Client {
+    /// Connects: asks the server who we are, fetches the tenant's keys.
+    pub async fn connect(
+        transport: Arc<dyn Transport>,
+        cache: Arc<dyn ChunkCache>,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let session = transport.hello().await?;
+        let material = transport.tenant_keys(session.tenant).await?;
+        let keyring = TenantKeyring::from_material(&material).map_err(|e| {
+            NamespaceError::new(ErrorKind::Unavailable, format!("tenant keys: {e}"))
+        })?;
+        Ok(Client {
+            transport,
+            tenant: session.tenant,
+            keyring: Arc::new(keyring),
+            chunk_size: session.chunk_size as usize,
+            cache,
+            options,
+            attrs: Mutex::new(HashMap::new()),
+            dir_owners: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            fetches: Arc::new(Mutex::new(HashMap::new())),
+            next_handle: AtomicU64::new(1),
+        })
+    }
+
+    /// The tenant this client acts for.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    // ---- Attributes ----
+
+    fn remember(&self, node: &Node) {
+        lock(&self.attrs).insert(node.inode, (node.clone(), Instant::now()));
+    }
+
+    fn forget_attrs(&self) {
+        lock(&self.attrs).clear();
+        lock(&self.dir_owners).clear();
+    }
+
+    fn file_state(&self, inode: InodeId) -> Option<SharedFile> {
+        lock(&self.files).get(&inode).cloned()
+    }
+
+    /// Attributes with this client's uncommitted writes folded in.
+    async fn with_local(&self, mut node: Node) -> Node {
+        if let Some(state) = self.file_state(node.inode) {
+            let state = state.lock().await;
+            node.attrs.size = node.attrs.size.max(state.local_end());
+            if state.hidden.is_some() {
+                // Unlinked while open: its hidden name is not a link POSIX would count.
+                node.attrs.nlink = node.attrs.nlink.saturating_sub(1);
+            }
+        }
+        node
+    }
+
+    /// A node's attributes (cached for the TTL).
+    pub async fn getattr(&self, inode: InodeId) -> Result<Node> {
+        let cached = lock(&self.attrs)
+            .get(&inode)
+            .filter(|(_, at)| at.elapsed() < self.options.attr_ttl)
+            .map(|(n, _)| n.clone());
+        let node = match cached {
+            Some(node) => node,
+            None => {
+                let node = self.transport.getattr(inode).await?;
+                self.remember(&node);
+                node
+            }
+        };
+        Ok(self.with_local(node).await)
+    }
+
+    /// The node `name` in `parent`.
+    pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Node> {
+        check_name(name)?;
+        let node = self.transport.lookup(parent, name).await?;
+        self.remember(&node);
+        Ok(self.with_local(node).await)
+    }
+
+    /// Changes attributes; `size` truncates or extends (after this client's writes land).
+    pub async fn setattr(
+        &self,
+        inode: InodeId,
+        size: Option<u64>,
+        update: AttrUpdate,
+    ) -> Result<Node> {
+        let mut node = None;
+        if let Some(size) = size {
+            if let Some(state) = self.file_state(inode) {
+                let mut state = state.lock().await;
+                self.flush_state(inode, &mut state).await?;
+            }
+            node = Some(self.transport.truncate(inode, size).await?);
+        }
+        if update != AttrUpdate::default() {
+            lock(&self.dir_owners).remove(&inode);
+            node = Some(self.transport.setattr(inode, update).await?);
+        }
+        let node = match node {
+            Some(node) => node,
+            None => self.transport.getattr(inode).await?,
+        };
+        self.remember(&node);
+        Ok(self.with_local(node).await)
+    }
+
+    // ---- Names ----
+
+    async fn owner_for(
+        &self,
+        parent: InodeId,
+        caller: Caller,
+        mode: u32,
+    ) -> Result<(NewNode, u32)> {
+        // BSD/Linux rule: a set-group-id directory passes its group (and, to directories,
+        // the bit itself) to new nodes. Only the parent's mode and group matter, which change
+        // rarely: a per-directory copy kept for the attribute TTL spares a round trip per
+        // create (the parent's times change with every create, so its attributes are not
+        // cached across creates).
+        let cached = lock(&self.dir_owners)
+            .get(&parent)
+            .filter(|(_, at)| at.elapsed() < self.options.attr_ttl)
+            .map(|(found, _)| *found);
+        let (parent_mode, parent_gid) = match cached {
+            Some(found) => found,
+            None => {
+                let attrs = self.getattr(parent).await?.attrs;
+                lock(&self.dir_owners).insert(parent, ((attrs.mode, attrs.gid), Instant::now()));
+                (attrs.mode, attrs.gid)
+            }
+        };
+        let inherit = parent_mode & 0o2000 != 0;
+        let gid = if inherit { parent_gid } else { caller.gid };
+        Ok((
+            NewNode {
+                mode: mode & 0o7777,
+                uid: caller.uid,
+                gid,
+            },
+            if inherit { 0o2000 } else { 0 },
+        ))
+    }
+
+    /// Creates a file (`exclusive`: fail if it exists), or a special file.
+    pub async fn create(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+        exclusive: bool,
+        special: Special,
+    ) -> Result<Node> {
+        let (new, _) = self.owner_for(parent, caller, mode).await?;
+        let node = self
+            .transport
+            .create(parent, name, new, exclusive, special)
+            .await?;
+        self.invalidate(parent);
+        self.remember(&node);
+        Ok(node)
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(
+        &self,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Node> {
+        let (mut new, setgid) = self.owner_for(parent, caller, mode).await?;
+        new.mode |= setgid;
+        let node = self.transport.mkdir(parent, name, new).await?;
+        self.invalidate(parent);
+        self.remember(&node);
+        Ok(node)
+    }
+
+    /// Creates a symlink.
+    pub async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> Result<Node> {
+        let (new, _) = self.owner_for(parent, caller, 0o777).await?;
+        let node = self.transport.symlink(parent, name, target, new).await?;
+        self.invalidate(parent);
+        self.remember(&node);
+        Ok(node)
+    }
+
+    /// A symlink's target.
+    pub async fn read_link(&self, inode: InodeId) -> Result<String> {
+        self.transport.read_link(inode).await
+    }
+
+    /// Adds a hard link.
+    pub async fn link(&self, inode: InodeId, new_parent: InodeId, new_name: &str) -> Result<Node> {
+        let node = self.transport.link(inode, new_parent, new_name).await?;
+        self.forget_attrs();
+        self.remember(&node);
+        Ok(self.with_local(node).await)
+    }
+
+    fn invalidate(&self, inode: InodeId) {
+        lock(&self.attrs).remove(&inode);
+    }
+
+    /// Removes a name. A file still open here keeps its bytes under a hidden name until its
+    /// last close (POSIX: unlink does not free an open file).
+    pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<()> {
+        let node = self.transport.lookup(parent, name).await?;
+        if node.attrs.kind == FileKind::File && node.attrs.nlink == 1 {
+            if let Some(state) = self.file_state(node.inode) {
+                let mut state = state.lock().await;
+                if state.open_handles > 0 && state.hidden.is_none() {
+                    let hidden = format!("{HIDDEN_PREFIX}{}", node.inode.0);
+                    self.transport
+                        .rename(parent, name, parent, &hidden, false)
+                        .await?;
+                    state.hidden = Some((parent, hidden));
+                    self.forget_attrs();
+                    return Ok(());
+                }
+            }
+        }
+        self.transport.unlink(parent, name).await?;
+        self.forget_attrs();
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, parent: InodeId, name: &str) -> Result<()> {
+        self.transport.rmdir(parent, name).await?;
+        self.forget_attrs();
+        Ok(())
+    }
+
+    /// Renames atomically (`no_replace`: fail if the target exists).
+    pub async fn rename(
+        &self,
+        from_parent: InodeId,
+        from_name: &str,
+        to_parent: InodeId,
+        to_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        self.transport
+            .rename(from_parent, from_name, to_parent, to_name, no_replace)
+            .await?;
+        self.forget_attrs();
+        Ok(())
+    }
+
+    /// File-system figures.
+    pub async fn statfs(&self) -> Result<FsStats> {
+        self.transport.statfs().await
+    }
+
+    // ---- Directories ----
+
+    /// Opens a directory listing; entries stay stable (a snapshot taken page by page) for the
+    /// handle's lifetime.
+    pub async fn open_dir(&self, inode: InodeId) -> Result<u64> {
+        let parent = self.transport.lookup(inode, "..").await?.inode;
+        let dot = |name: &str, inode| DirEntry {
+            name: name.into(),
+            inode,
+            kind: FileKind::Directory,
+            cursor: String::new(),
+        };
+        let dir = OpenDir {
+            inode,
+            entries: vec![dot(".", inode), dot("..", parent)],
+            complete: false,
+        };
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(handle, Arc::new(tokio::sync::Mutex::new(dir)));
+        Ok(handle)
+    }
+
+    /// Entries from position `index` on (at most `max`); empty at the end.
+    pub async fn read_dir(&self, handle: u64, index: usize, max: usize) -> Result<Vec<DirEntry>> {
+        let dir = lock(&self.dirs)
+            .get(&handle)
+            .cloned()
+            .ok_or_else(|| bad_handle(handle))?;
+        let mut dir = dir.lock().await;
+        while !dir.complete && dir.entries.len() < index + max {
+            let after = dir
+                .entries
+                .last()
+                .map(|entry| entry.cursor.clone())
+                .unwrap_or_default();
+            let page = self
+                .transport
+                .read_dir(dir.inode, &after, self.options.readdir_page_entries)
+                .await?;
+            dir.complete = page.len() < self.options.readdir_page_entries as usize;
+            let Some(last) = page.last().map(|entry| entry.cursor.clone()) else {
+                dir.complete = true;
+                break;
+            };
+            let visible = page
+                .into_iter()
+                .filter(|entry| !entry.name.starts_with(HIDDEN_PREFIX));
+            dir.entries.extend(visible);
+            // Keep the cursor of the page's last entry even when it was hidden.
+            if dir.entries.last().map(|entry| &entry.cursor) != Some(&last) {
+                dir.entries.push(DirEntry {
+                    name: String::new(),
+                    inode: InodeId(0),
+                    kind: FileKind::File,
+                    cursor: last,
+                });
+            }
+        }
+        Ok(dir
+            .entries
+            .iter()
+            .skip(index)
+            .filter(|entry| !entry.name.is_empty())
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    /// Closes a directory listing.
+    pub fn release_dir(&self, handle: u64) {
+        lock(&self.dirs).remove(&handle);
+    }
+
+    // ---- Open files ----
+
+    /// Opens a file: attributes are fetched fresh from the server (close-to-open). Returns the
+    /// handle, the attributes and whether they changed since this client last saw them.
+    pub async fn open(&self, inode: InodeId, append: bool) -> Result<(u64, Node, bool)> {
+        let fresh = self.transport.getattr(inode).await?;
+        self.open_node(fresh, append).await
+    }
+
+    /// Opens a file this client just created (its attributes are fresh already).
+    pub async fn open_created(&self, node: Node, append: bool) -> Result<(u64, Node, bool)> {
+        self.open_node(node, append).await
+    }
+
+    async fn open_node(&self, fresh: Node, append: bool) -> Result<(u64, Node, bool)> {
+        let inode = fresh.inode;
+        let previous = lock(&self.attrs).get(&inode).map(|(node, _)| node.clone());
+        let changed = previous.is_none_or(|old| {
+            old.attrs.size != fresh.attrs.size || old.attrs.mtime != fresh.attrs.mtime
+        });
+        self.remember(&fresh);
+        let state = Arc::clone(lock(&self.files).entry(inode).or_default());
+        state.lock().await.open_handles += 1;
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let file = OpenFile {
+            inode,
+            append,
+            state,
+            last_read_end: AtomicU64::new(u64::MAX),
+        };
+        lock(&self.handles).insert(handle, Arc::new(file));
+        Ok((handle, self.with_local(fresh).await, changed))
+    }
+
+    fn handle(&self, handle: u64) -> Result<Arc<OpenFile>> {
+        lock(&self.handles)
+            .get(&handle)
+            .cloned()
+            .ok_or_else(|| bad_handle(handle))
+    }
+
+    /// Writes `data` at `offset` (at the end for an `O_APPEND` handle).
+    pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let file = self.handle(handle)?;
+        let mut state = file.state.lock().await;
+        if file.append {
+            self.flush_state(file.inode, &mut state).await?;
+            let node = self.append_now(file.inode, data).await?;
+            self.remember(&node);
+            return Ok(data.len());
+        }
+        state.dirty.write(offset, data);
+        for (piece_offset, piece) in state.dirty.take_full(self.chunk_size) {
+            self.start_upload(&mut state, piece_offset, piece).await?;
+        }
+        if state.dirty.bytes() > self.options.dirty_bytes_max {
+            self.flush_state(file.inode, &mut state).await?;
+        }
+        Ok(data.len())
+    }
+
+    async fn append_now(&self, inode: InodeId, data: &[u8]) -> Result<Node> {
+        let mut extents = Vec::new();
+        for (index, piece) in data.chunks(self.chunk_size).enumerate() {
+            let extent = seal_and_store(
+                &*self.transport,
+                self.tenant,
+                &self.keyring,
+                (index * self.chunk_size) as u64,
+                piece,
+            )
+            .await?;
+            extents.push(extent);
+        }
+        self.transport.write(inode, 0, extents, true).await
+    }
+
+    async fn start_upload(&self, state: &mut FileState, offset: u64, piece: Vec<u8>) -> Result<()> {
+        while state.uploads.len() >= self.options.uploads_in_flight_max {
+            finish_oldest_upload(state).await?;
+        }
+        let (transport, tenant, keyring) = (
+            Arc::clone(&self.transport),
+            self.tenant,
+            Arc::clone(&self.keyring),
+        );
+        let len = piece.len() as u64;
+        let task = tokio::spawn(async move {
+            seal_and_store(&*transport, tenant, &keyring, offset, &piece).await
+        });
+        state.uploads.push_back((offset, len, task));
+        Ok(())
+    }
+
+    /// Seals what is dirty, waits for every chunk and commits all extents.
+    async fn flush_state(&self, inode: InodeId, state: &mut FileState) -> Result<()> {
+        for (offset, piece) in state.dirty.take_all(self.chunk_size) {
+            self.start_upload(state, offset, piece).await?;
+        }
+        let result = self.commit(inode, state).await;
+        if result.is_err() {
+            // What failed to land is reported to the writer (at close or fsync) and dropped.
+            for (_, _, task) in state.uploads.drain(..) {
+                task.abort();
+            }
+            state.pending.clear();
+        }
+        result
+    }
+
+    async fn commit(&self, inode: InodeId, state: &mut FileState) -> Result<()> {
+        while !state.uploads.is_empty() {
+            finish_oldest_upload(state).await?;
+        }
+        // Extents go in write order, one delta per contiguous run: a write delta replaces the
+        // whole span from its first extent to its last, so a run must have no gaps.
+        let mut batch: Vec<Extent> = Vec::new();
+        let pending = std::mem::take(&mut state.pending);
+        for extent in pending {
+            let contiguous = batch
+                .last()
+                .is_none_or(|last| last.end() == extent.file_offset);
+            if !contiguous || batch.len() >= kiseki_types::limits::DELTA_EXTENTS_MAX {
+                self.commit_batch(inode, std::mem::take(&mut batch)).await?;
+            }
+            batch.push(extent);
+        }
+        if !batch.is_empty() {
+            self.commit_batch(inode, batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_batch(&self, inode: InodeId, batch: Vec<Extent>) -> Result<()> {
+        let node = self.transport.write(inode, 0, batch, false).await?;
+        self.remember(&node);
+        Ok(())
+    }
+
+    /// Makes this handle's file's writes visible and durable on the server (close, fsync).
+    pub async fn flush(&self, handle: u64) -> Result<()> {
+        let file = self.handle(handle)?;
+        let mut state = file.state.lock().await;
+        self.flush_state(file.inode, &mut state).await
+    }
+
+    /// Closes a handle: flushes, and on the last close of an unlinked file removes it.
+    pub async fn release(&self, handle: u64) -> Result<()> {
+        let Some(file) = lock(&self.handles).remove(&handle) else {
+            return Ok(());
+        };
+        let mut state = file.state.lock().await;
+        let flushed = self.flush_state(file.inode, &mut state).await;
+        state.open_handles = state.open_handles.saturating_sub(1);
+        if state.open_handles == 0 {
+            if let Some((parent, name)) = state.hidden.take() {
+                let _ = self.transport.unlink(parent, &name).await;
+                self.forget_attrs();
+            }
+            if state.is_clean() {
+                lock(&self.files).remove(&file.inode);
+            }
+        }
+        flushed
+    }
+
+    /// Reads up to `size` bytes at `offset`; short only at the end of the file.
+    pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let file = self.handle(handle)?;
+        let dirty_overlay = {
+            let mut state = file.state.lock().await;
+            if !state.uploads.is_empty() || !state.pending.is_empty() {
+                self.commit(file.inode, &mut state).await?;
+            }
+            (!state.dirty.is_empty())
+                .then(|| (state.dirty.clip(offset, u64::from(size)), state.dirty.end()))
+        };
+        let window = u64::from(size) + self.chunk_size as u64;
+        let layout = self.transport.layout(file.inode, offset, window).await?;
+        let dirty_end = dirty_overlay.as_ref().map_or(0, |(_, end)| *end);
+        let file_size = layout.size.max(dirty_end);
+        let end = offset.saturating_add(u64::from(size)).min(file_size);
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let mut next_chunk = None;
+        for extent in &layout.extents {
+            if extent.file_offset >= end {
+                next_chunk = next_chunk.or(Some(extent.chunk));
+                continue;
+            }
+            let plaintext = self.chunk(extent.chunk).await?;
+            let from = extent.file_offset.max(offset);
+            let to = extent.end().min(end);
+            let start_in_chunk =
+                extent.chunk_offset as usize + (from - extent.file_offset) as usize;
+            let source = plaintext
+                .get(start_in_chunk..start_in_chunk + (to - from) as usize)
+                .ok_or_else(|| {
+                    NamespaceError::new(
+                        ErrorKind::Corrupt,
+                        format!("chunk {} is shorter than its extent", extent.chunk),
+                    )
+                })?;
+            out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(source);
+        }
+        if let Some((dirty, _)) = &dirty_overlay {
+            dirty.overlay(offset, &mut out);
+        }
+        let sequential = file.last_read_end.swap(end, Ordering::Relaxed) == offset;
+        if let Some(next) = next_chunk.filter(|_| sequential) {
+            self.prefetch(next);
+        }
+        Ok(out)
+    }
+
+    // ---- Chunks ----
+
+    fn fetch(&self, id: ChunkId) -> Fetch {
+        let mut fetches = lock(&self.fetches);
+        if let Some(fetch) = fetches.get(&id) {
+            return fetch.clone();
+        }
+        let (transport, tenant, keyring, cache) = (
+            Arc::clone(&self.transport),
+            self.tenant,
+            Arc::clone(&self.keyring),
+            Arc::clone(&self.cache),
+        );
+        let registry = Arc::clone(&self.fetches);
+        let task = tokio::spawn(async move {
+            let result = fetch_and_open(&*transport, tenant, &keyring, id).await;
+            if let Ok(plaintext) = &result {
+                cache.insert(id, plaintext.clone());
+            }
+            lock(&registry).remove(&id);
+            result
+        });
+        let fetch = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(NamespaceError::new(
+                    ErrorKind::Unavailable,
+                    format!("chunk fetch failed: {e}"),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        fetches.insert(id, fetch.clone());
+        fetch
+    }
+
+    async fn chunk(&self, id: ChunkId) -> Result<Bytes> {
+        if let Some(plaintext) = self.cache.get(&id) {
+            return Ok(plaintext);
+        }
+        self.fetch(id).await
+    }
+
+    fn prefetch(&self, id: ChunkId) {
+        if !self.cache.contains(&id) {
+            drop(self.fetch(id));
+        }
+    }
+
+    // ---- User metadata (xattrs) ----
+
+    /// The value of xattr `name` (`user.*` names map to user metadata); `None` if absent.
+    pub async fn get_xattr(&self, inode: InodeId, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(key) = user_key(name) else {
+            return Ok(None);
+        };
+        Ok(self.transport.metadata(inode).await?.remove(key))
+    }
+
+    /// Every xattr name of a node.
+    pub async fn list_xattrs(&self, inode: InodeId) -> Result<Vec<String>> {
+        let metadata = self.transport.metadata(inode).await?;
+        Ok(metadata
+            .into_keys()
+            .filter(|key| key != kiseki_reserved_key())
+            .map(|key| format!("{XATTR_USER_PREFIX}{key}"))
+            .collect())
+    }
+
+    /// Sets xattr `name`; `create_only` / `replace_only` follow `XATTR_CREATE` / `XATTR_REPLACE`.
+    pub async fn set_xattr(
+        &self,
+        inode: InodeId,
+        name: &str,
+        value: &[u8],
+        create_only: bool,
+        replace_only: bool,
+    ) -> Result<()> {
+        let key = user_key(name).ok_or_else(|| {
+            NamespaceError::new(
+                ErrorKind::Unsupported,
+                format!("xattr namespace of {name:?}"),
+            )
+        })?;
+        if create_only || replace_only {
+            let exists = self.transport.metadata(inode).await?.contains_key(key);
+            if create_only && exists {
+                return Err(NamespaceError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("xattr {name:?} exists"),
+                ));
+            }
+            if replace_only && !exists {
+                return Err(NamespaceError::new(
+                    ErrorKind::NotFound,
+                    format!("no xattr {name:?}"),
+                ));
+            }
+        }
+        self.transport
+            .set_metadata(inode, key, Some(value.to_vec()))
+            .await?;
+        self.invalidate(inode);
+        Ok(())
+    }
+
+    /// Removes xattr `name`; `false` if it was absent.
+    pub async fn remove_xattr(&self, inode: InodeId, name: &str) -> Result<bool> {
+        let Some(key) = user_key(name) else {
+            return Ok(false);
+        };
+        match self.transport.set_metadata(inode, key, None).await {
+            Ok(()) => {
+                self.invalidate(inode);
+                Ok(true)
+            }
+            Err(error) if error.kind == ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Extends the file to cover `[offset, offset + len)` (space is not reserved: chunks are
+    /// written on demand).
+    pub async fn allocate(&self, inode: InodeId, offset: u64, len: u64) -> Result<Node> {
+        let node = self.getattr(inode).await?;
+        let end = offset.saturating_add(len);
+        if end <= node.attrs.size {
+            return Ok(node);
+        }
+        self.setattr(inode, Some(end), AttrUpdate::default()).await
+    }
+}
+
+/// A name longer than a directory entry may be is ENAMETOOLONG even where it cannot exist.
+fn check_name(name: &str) -> Result<()> {
+    if name.len() > kiseki_types::limits::NAME_BYTES_MAX {
+        return Err(NamespaceError::new(
+            ErrorKind::NameTooLong,
+            format!("name of {} bytes", name.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn kiseki_reserved_key() -> &'static str {
+    "kiseki-posix-special"
+}
+
+fn user_key(name: &str) -> Option<&str> {
+    name.strip_prefix(XATTR_USER_PREFIX)
+        .filter(|key| !key.is_empty() && *key != kiseki_reserved_key())
+}
+
+async fn finish_oldest_upload(state: &mut FileState) -> Result<()> {
+    let Some((_, _, task)) = state.uploads.pop_front() else {
+        return Ok(());
+    };
+    let extent = task.await.map_err(|e| {
+        NamespaceError::new(ErrorKind::Unavailable, format!("chunk upload failed: {e}"))
+    })??;
+    state.pending.push(extent);
+    Ok(())
+}
+
+/// Seals `plaintext` into a chunk here and stores the frame on the server.
+async fn seal_and_store(
+    transport: &dyn Transport,
+    tenant: TenantId,
+    keyring: &TenantKeyring,
+    offset: u64,
+    plaintext: &[u8],
+) -> Result<Extent> {
+    let id = keyring.addressing().chunk_id(plaintext);
+    let key = keyring.current();
+    let frame = ChunkService::seal(tenant, id, &key, plaintext).map_err(|e| {
+        NamespaceError::new(ErrorKind::InvalidArgument, format!("sealing a chunk: {e}"))
+    })?;
+    transport.put_chunk(id, frame).await?;
+    let len = u32::try_from(plaintext.len())
+        .map_err(|_| NamespaceError::new(ErrorKind::InvalidArgument, "chunk too large"))?;
+    Ok(Extent {
+        file_offset: offset,
+        len,
+        chunk: id,
+        chunk_offset: 0,
+    })
+}
+
+/// Fetches a sealed chunk and verifies and opens it here.
+async fn fetch_and_open(
+    transport: &dyn Transport,
+    tenant: TenantId,
+    keyring: &TenantKeyring,
+    id: ChunkId,
+) -> Result<Bytes> {
+    let frame = transport.get_chunk(id).await?;
+    ChunkService::open(tenant, id, frame, &|epoch| keyring.epoch(epoch).ok())
+        .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
+}

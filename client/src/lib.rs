@@ -1,0 +1,21 @@
+//! The Kiseki native client: a tenant's namespace as POSIX files, over a [`Transport`] to a
+//! `kiseki-server`. It holds the file-system semantics of a mount (close-to-open consistency,
+//! write buffering into chunks, the chunk cache with read-ahead, attribute caching), so the
+//! FUSE adapter (`kiseki-client-fuse`), and later the Python SDK and C FFI, stay thin.
+//!
+//! Chunks are sealed and opened here with the tenant's keys: plaintext never crosses the
+//! network. This crate never maps errors to errno (the FUSE adapter does, in one place) and
+//! never decides namespace semantics the server's namespace owns (names, links, renames).
+
+mod cache;
+mod client;
+mod dirty;
+mod transport;
+
+pub use cache::{ChunkCache, MemoryChunkCache};
+pub use client::{Caller, Client, ClientOptions, HIDDEN_PREFIX, XATTR_USER_PREFIX};
+pub use dirty::DirtyRanges;
+pub use transport::{
+    AttrUpdate, DirEntry, FsStats, GrpcOptions, GrpcTransport, Layout, NewNode, Node, Result,
+    SessionInfo, Special, Transport,
+};

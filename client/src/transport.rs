@@ -1,0 +1,669 @@
+//! The transport between a native client and a `kiseki-server`: metadata calls that map one to
+//! one onto the namespace API, and sealed chunk frames. [`GrpcTransport`] (tonic over TCP) is
+//! the first implementation; libfabric/verbs transports implement the same trait later.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use kiseki_crypto::TenantKeyMaterial;
+use kiseki_proto::namespace::v1 as wire;
+use kiseki_proto::namespace::v1::native_service_client::NativeServiceClient;
+use kiseki_proto::{
+    attr_from_wire, extent_from_wire, extent_to_wire, kind_from_wire, status_namespace_error,
+    tenant_key_material, ACCESS_KEY_HEADER, CHUNK_PIECE_BYTES, NATIVE_MESSAGE_BYTES_MAX,
+    NATIVE_PROTOCOL_VERSION, SECRET_KEY_HEADER,
+};
+use kiseki_types::{
+    Attributes, ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId, Timestamp,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+/// Result of a namespace or transport call.
+pub type Result<T> = std::result::Result<T, NamespaceError>;
+
+/// A POSIX special file kept as an empty file: `S_IFMT` bits (0 for none) and device number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Special {
+    /// `S_IFIFO`, `S_IFSOCK`, `S_IFCHR`, `S_IFBLK`, or 0.
+    pub file_type: u32,
+    /// Device number of a device node.
+    pub rdev: u64,
+}
+
+/// A node and its attributes as the server reported them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The node.
+    pub inode: InodeId,
+    /// Its attributes.
+    pub attrs: Attributes,
+    /// Special-file type, if any.
+    pub special: Special,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name.
+    pub name: String,
+    /// Node.
+    pub inode: InodeId,
+    /// Kind.
+    pub kind: FileKind,
+    /// Cursor to continue after this entry.
+    pub cursor: String,
+}
+
+/// The extents of a byte range of a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// File size.
+    pub size: u64,
+    /// Extents in file order, clipped to the range asked for.
+    pub extents: Vec<Extent>,
+    /// Whether the server stopped early (ask again after the last extent).
+    pub truncated: bool,
+}
+
+/// File-system figures for `statfs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsStats {
+    /// Bytes in total.
+    pub total_bytes: u64,
+    /// Bytes free.
+    pub free_bytes: u64,
+    /// Nodes in use.
+    pub files: u64,
+    /// Nodes still available.
+    pub files_free: u64,
+}
+
+/// What the server said about this session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The tenant the credentials act for.
+    pub tenant: TenantId,
+    /// Bytes per data chunk.
+    pub chunk_size: u32,
+}
+
+/// Attribute changes; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttrUpdate {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Access time.
+    pub atime: Option<Timestamp>,
+    /// Modification time.
+    pub mtime: Option<Timestamp>,
+}
+
+/// How a new node is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewNode {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// The calls a native client makes to a storage server.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Session facts: tenant and chunk size.
+    async fn hello(&self) -> Result<SessionInfo>;
+    /// The tenant's key material (so chunks are sealed and opened here).
+    async fn tenant_keys(&self, tenant: TenantId) -> Result<TenantKeyMaterial>;
+    /// The node named `name` in `parent`.
+    async fn lookup(&self, parent: InodeId, name: &str) -> Result<Node>;
+    /// A node's attributes.
+    async fn getattr(&self, inode: InodeId) -> Result<Node>;
+    /// Changes attributes.
+    async fn setattr(&self, inode: InodeId, update: AttrUpdate) -> Result<Node>;
+    /// Up to `limit` entries after `after`.
+    async fn read_dir(&self, dir: InodeId, after: &str, limit: u32) -> Result<Vec<DirEntry>>;
+    /// Creates a file (or a special file).
+    async fn create(
+        &self,
+        parent: InodeId,
+        name: &str,
+        new: NewNode,
+        exclusive: bool,
+        special: Special,
+    ) -> Result<Node>;
+    /// Creates a directory.
+    async fn mkdir(&self, parent: InodeId, name: &str, new: NewNode) -> Result<Node>;
+    /// Creates a symlink.
+    async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        new: NewNode,
+    ) -> Result<Node>;
+    /// A symlink's target.
+    async fn read_link(&self, inode: InodeId) -> Result<String>;
+    /// Adds a hard link.
+    async fn link(&self, inode: InodeId, new_parent: InodeId, new_name: &str) -> Result<Node>;
+    /// Removes a non-directory name.
+    async fn unlink(&self, parent: InodeId, name: &str) -> Result<()>;
+    /// Removes an empty directory.
+    async fn rmdir(&self, parent: InodeId, name: &str) -> Result<()>;
+    /// Renames atomically.
+    async fn rename(
+        &self,
+        from_parent: InodeId,
+        from_name: &str,
+        to_parent: InodeId,
+        to_name: &str,
+        no_replace: bool,
+    ) -> Result<()>;
+    /// Cuts or extends a file.
+    async fn truncate(&self, inode: InodeId, size: u64) -> Result<Node>;
+    /// Commits extents of stored chunks at `offset`, or at the end with `append`.
+    async fn write(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        extents: Vec<Extent>,
+        append: bool,
+    ) -> Result<Node>;
+    /// The extents of a byte range.
+    async fn layout(&self, inode: InodeId, offset: u64, len: u64) -> Result<Layout>;
+    /// User metadata of a node.
+    async fn metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>>;
+    /// Sets or removes one user metadata entry.
+    async fn set_metadata(&self, inode: InodeId, key: &str, value: Option<Vec<u8>>) -> Result<()>;
+    /// File-system figures.
+    async fn statfs(&self) -> Result<FsStats>;
+    /// Stores a sealed chunk frame; `true` if the server already had it.
+    async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool>;
+    /// A sealed chunk frame.
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes>;
+}
+
+/// How a [`GrpcTransport`] connects.
+#[derive(Clone, Debug)]
+pub struct GrpcOptions {
+    /// Server address, e.g. `http://127.0.0.1:9200`.
+    pub endpoint: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for one call; a stopped server fails calls within this bound.
+    pub request_timeout: Duration,
+}
+
+/// The gRPC (tonic over TCP) transport.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    client: NativeServiceClient<Channel>,
+    access_key: MetadataValue<tonic::metadata::Ascii>,
+    secret_key: MetadataValue<tonic::metadata::Ascii>,
+}
+
+fn error(status: Status) -> NamespaceError {
+    status_namespace_error(&status)
+}
+
+fn node(reply: wire::NodeReply) -> Result<Node> {
+    let attr = reply
+        .attr
+        .ok_or_else(|| NamespaceError::new(ErrorKind::Unavailable, "reply without attributes"))?;
+    let (inode, attrs) = attr_from_wire(&attr);
+    Ok(Node {
+        inode,
+        attrs,
+        special: Special {
+            file_type: attr.special_type,
+            rdev: attr.rdev,
+        },
+    })
+}
+
+impl GrpcTransport {
+    /// A transport to `options.endpoint`; connects on first use (inside a Tokio runtime).
+    pub fn connect_lazy(options: &GrpcOptions) -> Result<Self> {
+        let invalid = |what: &str| NamespaceError::new(ErrorKind::InvalidArgument, what.to_owned());
+        let endpoint = Endpoint::from_shared(options.endpoint.clone())
+            .map_err(|e| invalid(&format!("invalid server address {}: {e}", options.endpoint)))?
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(options.request_timeout)
+            .initial_stream_window_size(Some(8 * 1024 * 1024))
+            .initial_connection_window_size(Some(16 * 1024 * 1024));
+        let client = NativeServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(NATIVE_MESSAGE_BYTES_MAX);
+        Ok(GrpcTransport {
+            client,
+            access_key: options
+                .access_key
+                .parse()
+                .map_err(|_| invalid("access key is not ASCII"))?,
+            secret_key: options
+                .secret_key
+                .parse()
+                .map_err(|_| invalid("secret key is not ASCII"))?,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(ACCESS_KEY_HEADER, self.access_key.clone());
+        request
+            .metadata_mut()
+            .insert(SECRET_KEY_HEADER, self.secret_key.clone());
+        request
+    }
+
+    fn client(&self) -> NativeServiceClient<Channel> {
+        self.client.clone()
+    }
+}
+
+fn create_request(
+    parent: InodeId,
+    name: &str,
+    new: NewNode,
+    exclusive: bool,
+    special: Special,
+) -> wire::CreateRequest {
+    wire::CreateRequest {
+        parent: parent.0,
+        name: name.to_owned(),
+        mode: new.mode,
+        uid: new.uid,
+        gid: new.gid,
+        exclusive,
+        special_type: special.file_type,
+        rdev: special.rdev,
+    }
+}
+
+#[async_trait]
+impl Transport for GrpcTransport {
+    async fn hello(&self) -> Result<SessionInfo> {
+        let request = self.request(wire::HelloRequest {
+            protocol_version: NATIVE_PROTOCOL_VERSION,
+        });
+        let reply = self
+            .client()
+            .hello(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        Ok(SessionInfo {
+            tenant: TenantId(reply.tenant_id),
+            chunk_size: reply.chunk_size_bytes,
+        })
+    }
+
+    async fn tenant_keys(&self, tenant: TenantId) -> Result<TenantKeyMaterial> {
+        let reply = self
+            .client()
+            .get_tenant_keys(self.request(wire::GetTenantKeysRequest {}))
+            .await
+            .map_err(error)?;
+        tenant_key_material(tenant, reply.into_inner())
+            .map_err(|e| NamespaceError::new(ErrorKind::Unavailable, format!("tenant keys: {e}")))
+    }
+
+    async fn lookup(&self, parent: InodeId, name: &str) -> Result<Node> {
+        let request = self.request(wire::LookupRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        });
+        node(
+            self.client()
+                .lookup(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn getattr(&self, inode: InodeId) -> Result<Node> {
+        node(
+            self.client()
+                .get_attr(self.request(wire::InodeRequest { inode: inode.0 }))
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn setattr(&self, inode: InodeId, update: AttrUpdate) -> Result<Node> {
+        let request = self.request(wire::SetAttrRequest {
+            inode: inode.0,
+            mode: update.mode,
+            uid: update.uid,
+            gid: update.gid,
+            atime_ns: update.atime.map(|time| time.0),
+            mtime_ns: update.mtime.map(|time| time.0),
+        });
+        node(
+            self.client()
+                .set_attr(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn read_dir(&self, dir: InodeId, after: &str, limit: u32) -> Result<Vec<DirEntry>> {
+        let request = self.request(wire::ReadDirRequest {
+            dir: dir.0,
+            after: after.to_owned(),
+            limit,
+        });
+        let reply = self
+            .client()
+            .read_dir(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        Ok(reply
+            .entries
+            .into_iter()
+            .map(|entry| DirEntry {
+                name: entry.name,
+                inode: InodeId(entry.inode),
+                kind: kind_from_wire(entry.kind),
+                cursor: entry.cursor,
+            })
+            .collect())
+    }
+
+    async fn create(
+        &self,
+        parent: InodeId,
+        name: &str,
+        new: NewNode,
+        exclusive: bool,
+        special: Special,
+    ) -> Result<Node> {
+        let request = self.request(create_request(parent, name, new, exclusive, special));
+        node(
+            self.client()
+                .create(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn mkdir(&self, parent: InodeId, name: &str, new: NewNode) -> Result<Node> {
+        let request = self.request(create_request(parent, name, new, true, Special::default()));
+        node(
+            self.client()
+                .mkdir(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        new: NewNode,
+    ) -> Result<Node> {
+        let request = self.request(wire::SymlinkRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+            target: target.to_owned(),
+            uid: new.uid,
+            gid: new.gid,
+        });
+        node(
+            self.client()
+                .symlink(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn read_link(&self, inode: InodeId) -> Result<String> {
+        let reply = self
+            .client()
+            .read_link(self.request(wire::InodeRequest { inode: inode.0 }))
+            .await
+            .map_err(error)?;
+        Ok(reply.into_inner().target)
+    }
+
+    async fn link(&self, inode: InodeId, new_parent: InodeId, new_name: &str) -> Result<Node> {
+        let request = self.request(wire::LinkRequest {
+            inode: inode.0,
+            new_parent: new_parent.0,
+            new_name: new_name.to_owned(),
+        });
+        node(
+            self.client()
+                .link(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn unlink(&self, parent: InodeId, name: &str) -> Result<()> {
+        let request = self.request(wire::NameRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        });
+        self.client().unlink(request).await.map_err(error).map(drop)
+    }
+
+    async fn rmdir(&self, parent: InodeId, name: &str) -> Result<()> {
+        let request = self.request(wire::NameRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        });
+        self.client().rmdir(request).await.map_err(error).map(drop)
+    }
+
+    async fn rename(
+        &self,
+        from_parent: InodeId,
+        from_name: &str,
+        to_parent: InodeId,
+        to_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        let request = self.request(wire::RenameRequest {
+            from_parent: from_parent.0,
+            from_name: from_name.to_owned(),
+            to_parent: to_parent.0,
+            to_name: to_name.to_owned(),
+            no_replace,
+        });
+        self.client().rename(request).await.map_err(error).map(drop)
+    }
+
+    async fn truncate(&self, inode: InodeId, size: u64) -> Result<Node> {
+        let request = self.request(wire::TruncateRequest {
+            inode: inode.0,
+            size,
+        });
+        node(
+            self.client()
+                .truncate(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn write(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        extents: Vec<Extent>,
+        append: bool,
+    ) -> Result<Node> {
+        let request = self.request(wire::WriteRequest {
+            inode: inode.0,
+            extents: extents.iter().map(extent_to_wire).collect(),
+            offset,
+            append,
+        });
+        node(
+            self.client()
+                .write(request)
+                .await
+                .map_err(error)?
+                .into_inner(),
+        )
+    }
+
+    async fn layout(&self, inode: InodeId, offset: u64, len: u64) -> Result<Layout> {
+        let request = self.request(wire::LayoutRequest {
+            inode: inode.0,
+            offset,
+            len,
+        });
+        let reply = self
+            .client()
+            .layout(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        let extents = reply
+            .extents
+            .iter()
+            .map(extent_from_wire)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                NamespaceError::new(ErrorKind::Corrupt, "layout with a malformed chunk id")
+            })?;
+        Ok(Layout {
+            size: reply.size,
+            extents,
+            truncated: reply.truncated,
+        })
+    }
+
+    async fn metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>> {
+        let reply = self
+            .client()
+            .get_metadata(self.request(wire::InodeRequest { inode: inode.0 }))
+            .await
+            .map_err(error)?;
+        Ok(reply
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|entry| (entry.key, entry.value))
+            .collect())
+    }
+
+    async fn set_metadata(&self, inode: InodeId, key: &str, value: Option<Vec<u8>>) -> Result<()> {
+        let request = self.request(wire::SetMetadataRequest {
+            inode: inode.0,
+            key: key.to_owned(),
+            value,
+        });
+        self.client()
+            .set_metadata(request)
+            .await
+            .map_err(error)
+            .map(drop)
+    }
+
+    async fn statfs(&self) -> Result<FsStats> {
+        let reply = self
+            .client()
+            .stat_fs(self.request(wire::Empty {}))
+            .await
+            .map_err(error)?
+            .into_inner();
+        Ok(FsStats {
+            total_bytes: reply.total_bytes,
+            free_bytes: reply.free_bytes,
+            files: reply.files,
+            files_free: reply.files_free,
+        })
+    }
+
+    async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool> {
+        let frame_len = frame.len() as u64;
+        let pieces: Vec<wire::ChunkPiece> = (0..frame.len().max(1))
+            .step_by(CHUNK_PIECE_BYTES)
+            .enumerate()
+            .map(|(index, start)| wire::ChunkPiece {
+                chunk_id: if index == 0 {
+                    id.0.to_vec()
+                } else {
+                    Vec::new()
+                },
+                frame_len: if index == 0 { frame_len } else { 0 },
+                data: frame[start..(start + CHUNK_PIECE_BYTES).min(frame.len())].to_vec(),
+            })
+            .collect();
+        let request = self.request(futures::stream::iter(pieces));
+        Ok(self
+            .client()
+            .put_chunk(request)
+            .await
+            .map_err(error)?
+            .into_inner()
+            .deduplicated)
+    }
+
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes> {
+        let request = self.request(wire::GetChunkRequest {
+            chunk_id: id.0.to_vec(),
+        });
+        let mut stream = self
+            .client()
+            .get_chunk(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        let mut frame = BytesMut::new();
+        let mut expected = None;
+        while let Some(piece) = stream.message().await.map_err(error)? {
+            if expected.is_none() {
+                let len = usize::try_from(piece.frame_len).unwrap_or(usize::MAX);
+                if len > NATIVE_MESSAGE_BYTES_MAX * 8 {
+                    return Err(NamespaceError::new(
+                        ErrorKind::Corrupt,
+                        format!("chunk {id} frame of {len} bytes"),
+                    ));
+                }
+                frame.reserve(len);
+                expected = Some(len);
+            }
+            frame.extend_from_slice(&piece.data);
+            if frame.len() > expected.unwrap_or(0) {
+                return Err(NamespaceError::new(
+                    ErrorKind::Corrupt,
+                    format!("chunk {id} frame longer than announced"),
+                ));
+            }
+        }
+        Ok(frame.freeze())
+    }
+}

@@ -1,0 +1,251 @@
+//! Test harness: a real `kiseki-server` and real `kiseki-client-fuse` mounts, started from the
+//! binaries `cargo build --workspace` put next to this test, stopped by pid (and unmounted)
+//! when dropped, whatever the test's outcome.
+
+#![allow(dead_code, unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A binary of the workspace, next to the test's own directory (`target/<profile>/`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --all-targets` first",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads `child`'s stdout until a line `ready`, within `timeout`; returns the lines.
+fn wait_ready(child: &mut Child, timeout: Duration, what: &str) -> Vec<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) => {
+                let ready = line == "ready";
+                lines.push(line);
+                if ready {
+                    return lines;
+                }
+            }
+            Err(_) => panic!("{what} did not become ready within {timeout:?}: {lines:?}"),
+        }
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it after that.
+fn stop(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    signal(child.id(), "-TERM");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A running `kiseki-server` with the dev tenant.
+pub struct Server {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub native_port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    pub s3_endpoint: Option<String>,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, native_port: u16) -> Server {
+        let mut child = Command::new(binary("kiseki-server"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--dev",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--s3-listen",
+                "127.0.0.1:0",
+                "--nfs-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--native-listen", &format!("127.0.0.1:{native_port}")])
+            .env("KISEKI_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting kiseki-server");
+        let banner = wait_ready(&mut child, Duration::from_secs(30), "kiseki-server");
+        let value = |label: &str| {
+            banner.iter().find_map(|line| {
+                line.trim()
+                    .strip_prefix(label)
+                    .map(|rest| rest.trim().to_owned())
+            })
+        };
+        let access_key = value("S3 access key:").expect("access key in the banner");
+        let secret_key = value("S3 secret key:").expect("secret key in the banner");
+        let s3_endpoint = value("S3 endpoint:")
+            .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
+        Server {
+            child,
+            data_dir: data_dir.to_owned(),
+            native_port,
+            access_key,
+            secret_key,
+            s3_endpoint,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.native_port)
+    }
+
+    /// Stops the server (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(15));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `kiseki-client-fuse` mount.
+pub struct Mount {
+    child: Child,
+    pub path: PathBuf,
+}
+
+/// Command for a mount of `server` at `path` (not started).
+pub fn mount_command(server: &Server, path: &Path) -> Command {
+    let mut command = Command::new(binary("kiseki-client-fuse"));
+    command
+        .arg(path)
+        .args([
+            "--server",
+            &server.url(),
+            "--allow-other",
+            "--default-permissions",
+            "--request-timeout",
+            "5",
+        ])
+        .env("KISEKI_ACCESS_KEY", &server.access_key)
+        .env("KISEKI_SECRET_KEY", &server.secret_key)
+        .env("KISEKI_LOG", "warn");
+    command
+}
+
+impl Mount {
+    pub fn start(server: &Server, path: &Path) -> Mount {
+        std::fs::create_dir_all(path).unwrap();
+        let mut child = mount_command(server, path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting kiseki-client-fuse");
+        wait_ready(&mut child, Duration::from_secs(20), "kiseki-client-fuse");
+        Mount {
+            child,
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Unmounts with SIGTERM; the exit status, if the process stopped within the bound.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        stop(&mut self.child, Duration::from_secs(15))
+    }
+}
+
+/// Whether `path` is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    let path = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(path.as_str()))
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.terminate();
+        if is_mounted(&self.path) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+/// A server and one mount in a fresh temporary directory.
+pub struct Fixture {
+    pub mount: Mount,
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("kiseki-fuse-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let server = Server::start(&dir.path().join("data"), free_port());
+        let mount = Mount::start(&server, &dir.path().join("mnt"));
+        Fixture { mount, server, dir }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.mount.path.join(relative)
+    }
+}

@@ -1,0 +1,100 @@
+//! Authentication of native clients: a tenant access key (id and secret, as the S3 gateway
+//! uses) in the call's metadata maps to the key's tenant. Keys live in `access-keys.yaml` in the
+//! data dir; the file is read again when an unknown key id shows up, at most once a second.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use kiseki_proto::{ACCESS_KEY_HEADER, SECRET_KEY_HEADER};
+use kiseki_types::TenantId;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::access_keys::AccessKey;
+
+/// Shortest time between two reloads of the key file.
+const RELOAD_INTERVAL_MIN: Duration = Duration::from_secs(1);
+
+pub struct Authenticator {
+    path: PathBuf,
+    keys: RwLock<(Vec<AccessKey>, Option<Instant>)>,
+}
+
+impl Authenticator {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Authenticator {
+            path: data_dir.join("access-keys.yaml"),
+            keys: RwLock::new((Vec::new(), None)),
+        }
+    }
+
+    /// The tenant of the access key in `metadata`.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<TenantId, Status> {
+        let header = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (id, secret) = (header(ACCESS_KEY_HEADER), header(SECRET_KEY_HEADER));
+        if id.is_empty() {
+            return Err(Status::unauthenticated("no access key given"));
+        }
+        if let Some(tenant) = self.check(&id, &secret) {
+            return Ok(tenant);
+        }
+        self.reload();
+        self.check(&id, &secret).ok_or_else(|| {
+            Status::unauthenticated(format!("unknown access key {id} or wrong secret"))
+        })
+    }
+
+    fn check(&self, id: &str, secret: &str) -> Option<TenantId> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = keys.0.iter().find(|key| key.access_key_id == id)?;
+        constant_time_equal(key.secret_access_key.as_bytes(), secret.as_bytes())
+            .then_some(TenantId(key.tenant))
+    }
+
+    fn reload(&self) {
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if keys
+            .1
+            .is_some_and(|loaded| loaded.elapsed() < RELOAD_INTERVAL_MIN)
+        {
+            return;
+        }
+        keys.1 = Some(Instant::now());
+        match std::fs::read_to_string(&self.path)
+            .map(|text| serde_yaml::from_str::<Vec<AccessKey>>(&text))
+        {
+            Ok(Ok(loaded)) => keys.0 = loaded,
+            Ok(Err(error)) => {
+                tracing::warn!(path = %self.path.display(), %error, "invalid access key file")
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot read the access key file")
+            }
+        }
+    }
+}
+
+fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Total and free bytes of the file system holding `dir`.
+pub fn disk_space(dir: &Path) -> (u64, u64) {
+    match rustix::fs::statvfs(dir) {
+        Ok(stat) => (stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize),
+        Err(_) => (0, 0),
+    }
+}

@@ -1,0 +1,533 @@
+//! The native client service (`kiseki.namespace.v1.NativeService`): the server side of the
+//! transport `kiseki-client-fuse` uses. Each metadata call is one `TenantNamespace` call; chunk
+//! frames arrive and leave sealed (the client seals and opens them), so plaintext never crosses
+//! the network. Callers authenticate with a tenant access key (see `access_keys.rs`).
+//!
+//! Transport security today: plaintext gRPC over TCP. TLS (rustls) with the cluster CA and
+//! mutual authentication is the next step (cluster issue); until then run it on trusted links.
+
+mod auth;
+pub mod keys;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use kiseki_chunk::HEADER_BYTES;
+use kiseki_namespace::{AttrChanges, Namespace, Owner, TenantNamespace, POSIX_SPECIAL_KEY};
+use kiseki_proto::namespace::v1 as wire;
+use kiseki_proto::namespace::v1::native_service_server::{NativeService, NativeServiceServer};
+use kiseki_proto::{
+    attr_to_wire, chunk_id_from_wire, extent_from_wire, extent_to_wire, kind_to_wire,
+    namespace_error_status, CHUNK_PIECE_BYTES, LAYOUT_EXTENTS_MAX, NATIVE_MESSAGE_BYTES_MAX,
+    NATIVE_PROTOCOL_VERSION, READDIR_ENTRIES_MAX,
+};
+use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
+use kiseki_types::{ChunkId, ErrorKind, InodeId, NamespaceError, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use self::auth::Authenticator;
+use self::keys::KeyMaterialSource;
+
+/// Most calls in flight on one connection.
+const REQUESTS_PER_CONNECTION_MAX: usize = 256;
+/// Longest time one call may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest sealed frame a client may store (header, the largest chunk, GCM tag).
+const FRAME_BYTES_MAX: usize = HEADER_BYTES + CHUNK_SIZE_BYTES_MAX as usize + 16;
+
+/// Binds `listen`; serves the native service on the returned address until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    namespace: Arc<Namespace>,
+    data_dir: PathBuf,
+    keys: KeyMaterialSource,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let service = NativeServer {
+        namespace,
+        auth: Authenticator::new(data_dir.clone()),
+        keys,
+        data_dir,
+    };
+    let service = NativeServiceServer::new(service)
+        .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(NATIVE_MESSAGE_BYTES_MAX);
+    let server = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(REQUESTS_PER_CONNECTION_MAX)
+        .timeout(REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .add_service(service);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let task = tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped));
+    Ok((bound, task))
+}
+
+struct NativeServer {
+    namespace: Arc<Namespace>,
+    auth: Authenticator,
+    keys: KeyMaterialSource,
+    data_dir: PathBuf,
+}
+
+fn status(error: NamespaceError) -> Status {
+    namespace_error_status(&error)
+}
+
+fn invalid(message: &str) -> Status {
+    status(NamespaceError::new(ErrorKind::InvalidArgument, message))
+}
+
+/// The special-file type and device number recorded on a node, if any.
+fn special_of(namespace: &TenantNamespace, inode: InodeId) -> (u32, u64) {
+    let Ok(metadata) = namespace.user_metadata(inode) else {
+        return (0, 0);
+    };
+    let Some(value) = metadata.get(POSIX_SPECIAL_KEY) else {
+        return (0, 0);
+    };
+    let text = String::from_utf8_lossy(value);
+    let mut parts = text.split(' ').map(|part| part.parse::<u64>().unwrap_or(0));
+    let kind = parts.next().unwrap_or(0);
+    (u32::try_from(kind).unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+fn node_reply(
+    namespace: &TenantNamespace,
+    inode: InodeId,
+) -> Result<Response<wire::NodeReply>, Status> {
+    let attrs = namespace.attributes(inode).map_err(status)?;
+    let special = special_of(namespace, inode);
+    Ok(Response::new(wire::NodeReply {
+        attr: Some(attr_to_wire(inode, &attrs, special)),
+    }))
+}
+
+fn chunk_id(bytes: &[u8]) -> Result<ChunkId, Status> {
+    chunk_id_from_wire(bytes).ok_or_else(|| invalid("chunk id is not 32 bytes"))
+}
+
+impl NativeServer {
+    async fn tenant<T>(&self, request: &Request<T>) -> Result<Arc<TenantNamespace>, Status> {
+        let tenant = self.auth.authenticate(request.metadata())?;
+        self.namespace.tenant(tenant).await.map_err(status)
+    }
+}
+
+type PieceStream = Pin<Box<dyn Stream<Item = Result<wire::ChunkPiece, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NativeService for NativeServer {
+    async fn hello(
+        &self,
+        request: Request<wire::HelloRequest>,
+    ) -> Result<Response<wire::HelloResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        Ok(Response::new(wire::HelloResponse {
+            tenant_id: namespace.tenant().0,
+            chunk_size_bytes: namespace.chunk_size_bytes(),
+            protocol_version: NATIVE_PROTOCOL_VERSION,
+            root_inode: InodeId::ROOT.0,
+        }))
+    }
+
+    async fn get_tenant_keys(
+        &self,
+        request: Request<wire::GetTenantKeysRequest>,
+    ) -> Result<Response<kiseki_proto::keyserver::v1::GetTenantKeysResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let tenant = namespace.tenant();
+        tracing::info!(%tenant, data_dir = %self.data_dir.display(), "tenant keys handed to a native client");
+        let response = self
+            .keys
+            .tenant_keys(tenant)
+            .await
+            .map_err(|error| kiseki_proto::key_error_status(&error))?;
+        Ok(Response::new(response))
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<wire::LookupRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let (inode, _) = namespace
+            .lookup(InodeId(message.parent), &message.name)
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn get_attr(
+        &self,
+        request: Request<wire::InodeRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        node_reply(&namespace, InodeId(request.get_ref().inode))
+    }
+
+    async fn set_attr(
+        &self,
+        request: Request<wire::SetAttrRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let changes = AttrChanges {
+            mode: message.mode,
+            uid: message.uid,
+            gid: message.gid,
+            atime: message.atime_ns.map(Timestamp),
+            mtime: message.mtime_ns.map(Timestamp),
+        };
+        let inode = InodeId(message.inode);
+        namespace
+            .set_attributes(inode, changes)
+            .await
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn read_dir(
+        &self,
+        request: Request<wire::ReadDirRequest>,
+    ) -> Result<Response<wire::ReadDirResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let after = (!message.after.is_empty()).then_some(message.after.as_str());
+        let limit = message.limit.clamp(1, READDIR_ENTRIES_MAX) as usize;
+        let entries = namespace
+            .read_directory(InodeId(message.dir), after, limit)
+            .map_err(status)?;
+        let entries = entries
+            .into_iter()
+            .map(|entry| wire::DirEntry {
+                name: entry.name,
+                inode: entry.inode.0,
+                kind: kind_to_wire(entry.kind) as i32,
+                cursor: entry.cursor,
+            })
+            .collect();
+        Ok(Response::new(wire::ReadDirResponse { entries }))
+    }
+
+    async fn create(
+        &self,
+        request: Request<wire::CreateRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let owner = Owner {
+            uid: message.uid,
+            gid: message.gid,
+        };
+        let parent = InodeId(message.parent);
+        let exclusive = message.exclusive || message.special_type != 0;
+        let inode = namespace
+            .create(owner, parent, &message.name, message.mode, exclusive)
+            .await
+            .map_err(status)?;
+        if message.special_type != 0 {
+            let value = format!("{} {}", message.special_type, message.rdev).into_bytes();
+            if let Err(error) = namespace
+                .set_user_metadata(inode, POSIX_SPECIAL_KEY, Some(value))
+                .await
+            {
+                // Leave no half-made special file behind.
+                let _ = namespace.unlink(parent, &message.name).await;
+                return Err(status(error));
+            }
+        }
+        node_reply(&namespace, inode)
+    }
+
+    async fn mkdir(
+        &self,
+        request: Request<wire::CreateRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let owner = Owner {
+            uid: message.uid,
+            gid: message.gid,
+        };
+        let inode = namespace
+            .mkdir(owner, InodeId(message.parent), &message.name, message.mode)
+            .await
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn symlink(
+        &self,
+        request: Request<wire::SymlinkRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let owner = Owner {
+            uid: message.uid,
+            gid: message.gid,
+        };
+        let inode = namespace
+            .symlink(
+                owner,
+                InodeId(message.parent),
+                &message.name,
+                &message.target,
+            )
+            .await
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn read_link(
+        &self,
+        request: Request<wire::InodeRequest>,
+    ) -> Result<Response<wire::ReadLinkResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let target = namespace
+            .read_link(InodeId(request.get_ref().inode))
+            .map_err(status)?;
+        Ok(Response::new(wire::ReadLinkResponse { target }))
+    }
+
+    async fn link(
+        &self,
+        request: Request<wire::LinkRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let inode = InodeId(message.inode);
+        namespace
+            .link(inode, InodeId(message.new_parent), &message.new_name)
+            .await
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn unlink(
+        &self,
+        request: Request<wire::NameRequest>,
+    ) -> Result<Response<wire::Empty>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        namespace
+            .unlink(InodeId(message.parent), &message.name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::Empty {}))
+    }
+
+    async fn rmdir(
+        &self,
+        request: Request<wire::NameRequest>,
+    ) -> Result<Response<wire::Empty>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        namespace
+            .rmdir(InodeId(message.parent), &message.name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::Empty {}))
+    }
+
+    async fn rename(
+        &self,
+        request: Request<wire::RenameRequest>,
+    ) -> Result<Response<wire::Empty>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        namespace
+            .rename(
+                InodeId(message.from_parent),
+                &message.from_name,
+                InodeId(message.to_parent),
+                &message.to_name,
+                message.no_replace,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::Empty {}))
+    }
+
+    async fn truncate(
+        &self,
+        request: Request<wire::TruncateRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let inode = InodeId(message.inode);
+        namespace
+            .truncate(inode, message.size)
+            .await
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn write(
+        &self,
+        request: Request<wire::WriteRequest>,
+    ) -> Result<Response<wire::NodeReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.into_inner();
+        let extents = message
+            .extents
+            .iter()
+            .map(extent_from_wire)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("extent with a malformed chunk id"))?;
+        let inode = InodeId(message.inode);
+        namespace
+            .commit_extents(inode, message.offset, extents, message.append)
+            .await
+            .map_err(status)?;
+        node_reply(&namespace, inode)
+    }
+
+    async fn layout(
+        &self,
+        request: Request<wire::LayoutRequest>,
+    ) -> Result<Response<wire::LayoutResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let layout = namespace
+            .layout(
+                InodeId(message.inode),
+                message.offset,
+                message.len,
+                LAYOUT_EXTENTS_MAX,
+            )
+            .map_err(status)?;
+        Ok(Response::new(wire::LayoutResponse {
+            size: layout.size,
+            extents: layout.extents.iter().map(extent_to_wire).collect(),
+            truncated: layout.truncated,
+        }))
+    }
+
+    async fn get_metadata(
+        &self,
+        request: Request<wire::InodeRequest>,
+    ) -> Result<Response<wire::MetadataResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let metadata: BTreeMap<String, Vec<u8>> = namespace
+            .user_metadata(InodeId(request.get_ref().inode))
+            .map_err(status)?;
+        let entries = metadata
+            .into_iter()
+            .map(|(key, value)| wire::MetadataEntry { key, value })
+            .collect();
+        Ok(Response::new(wire::MetadataResponse { entries }))
+    }
+
+    async fn set_metadata(
+        &self,
+        request: Request<wire::SetMetadataRequest>,
+    ) -> Result<Response<wire::Empty>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.into_inner();
+        if message.key == POSIX_SPECIAL_KEY {
+            return Err(status(NamespaceError::new(
+                ErrorKind::PermissionDenied,
+                "reserved metadata key",
+            )));
+        }
+        namespace
+            .set_user_metadata(InodeId(message.inode), &message.key, message.value)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::Empty {}))
+    }
+
+    async fn stat_fs(
+        &self,
+        request: Request<wire::Empty>,
+    ) -> Result<Response<wire::StatFsResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let (total_bytes, free_bytes) = auth::disk_space(&self.data_dir);
+        let files = namespace.node_count() as u64;
+        Ok(Response::new(wire::StatFsResponse {
+            total_bytes,
+            free_bytes,
+            files,
+            files_free: kiseki_types::InodeId::LOCAL_MAX - files,
+            block_size: 4096,
+            name_max: kiseki_types::limits::NAME_BYTES_MAX as u32,
+        }))
+    }
+
+    async fn put_chunk(
+        &self,
+        request: Request<Streaming<wire::ChunkPiece>>,
+    ) -> Result<Response<wire::PutChunkResponse>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| invalid("empty chunk stream"))?;
+        let id = chunk_id(&first.chunk_id)?;
+        let frame_len = usize::try_from(first.frame_len).unwrap_or(usize::MAX);
+        if frame_len > FRAME_BYTES_MAX {
+            return Err(invalid("chunk frame larger than the largest chunk"));
+        }
+        let mut frame = BytesMut::with_capacity(frame_len);
+        frame.extend_from_slice(&first.data);
+        while let Some(piece) = stream.message().await? {
+            if frame.len() + piece.data.len() > frame_len {
+                return Err(invalid("chunk frame longer than announced"));
+            }
+            frame.extend_from_slice(&piece.data);
+        }
+        if frame.len() != frame_len {
+            return Err(invalid("chunk frame shorter than announced"));
+        }
+        let deduplicated = namespace
+            .store_sealed_chunk(id, frame.freeze())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::PutChunkResponse { deduplicated }))
+    }
+
+    type GetChunkStream = PieceStream;
+
+    async fn get_chunk(
+        &self,
+        request: Request<wire::GetChunkRequest>,
+    ) -> Result<Response<PieceStream>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let id = chunk_id(&request.get_ref().chunk_id)?;
+        let frame: Bytes = namespace.sealed_chunk(id).await.map_err(status)?;
+        let frame_len = frame.len() as u64;
+        let pieces: Vec<Result<wire::ChunkPiece, Status>> = (0..frame.len())
+            .step_by(CHUNK_PIECE_BYTES)
+            .enumerate()
+            .map(|(index, start)| {
+                let end = (start + CHUNK_PIECE_BYTES).min(frame.len());
+                Ok(wire::ChunkPiece {
+                    chunk_id: if index == 0 {
+                        id.0.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    frame_len: if index == 0 { frame_len } else { 0 },
+                    data: frame.slice(start..end).to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
+    }
+}
