@@ -16,6 +16,6 @@ pub use cache::{ChunkCache, MemoryChunkCache};
 pub use client::{Caller, Client, ClientOptions, HIDDEN_PREFIX, XATTR_USER_PREFIX};
 pub use dirty::DirtyRanges;
 pub use transport::{
-    AttrUpdate, DirEntry, FsStats, GrpcOptions, GrpcTransport, Layout, NewNode, Node, Result,
-    SessionInfo, Special, Transport,
+    AttrUpdate, ChannelSecurity, DirEntry, FsStats, GrpcOptions, GrpcTransport, Layout, NewNode,
+    Node, Result, SessionInfo, Special, Transport,
 };

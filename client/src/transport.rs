@@ -1,6 +1,7 @@
 //! The transport between a native client and a `kiseki-server`: metadata calls that map one to
-//! one onto the namespace API, and sealed chunk frames. [`GrpcTransport`] (tonic over TCP) is
-//! the first implementation; libfabric/verbs transports implement the same trait later.
+//! one onto the namespace API, and sealed chunk frames. [`GrpcTransport`] (tonic over TCP, TLS
+//! with rustls unless plain TCP is asked for explicitly) is the first implementation;
+//! libfabric/verbs transports implement the same trait later.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use kiseki_types::{
     Attributes, ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId, Timestamp,
 };
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 /// Result of a namespace or transport call.
@@ -192,11 +193,28 @@ pub trait Transport: Send + Sync + 'static {
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes>;
 }
 
+/// How a [`GrpcTransport`] protects its channel.
+#[derive(Clone, Debug)]
+pub enum ChannelSecurity {
+    /// TLS (rustls, aws-lc-rs), trusting only the CA certificates in `ca_pem` and checking that
+    /// the server's certificate names `server_name` (default: the host of the endpoint URL).
+    Tls {
+        /// PEM CA certificates to trust.
+        ca_pem: Vec<u8>,
+        /// Name the server certificate must carry, if not the endpoint's host.
+        server_name: Option<String>,
+    },
+    /// Plain TCP: the access key and all metadata cross the network readable (tests only).
+    InsecurePlaintext,
+}
+
 /// How a [`GrpcTransport`] connects.
 #[derive(Clone, Debug)]
 pub struct GrpcOptions {
-    /// Server address, e.g. `http://127.0.0.1:9200`.
+    /// Server address: `https://127.0.0.1:9200` (TLS) or `http://...` (plaintext).
     pub endpoint: String,
+    /// TLS settings, or explicitly none.
+    pub security: ChannelSecurity,
     /// Access key id.
     pub access_key: String,
     /// Secret key.
@@ -239,7 +257,8 @@ impl GrpcTransport {
     pub fn connect_lazy(options: &GrpcOptions) -> Result<Self> {
         let invalid = |what: &str| NamespaceError::new(ErrorKind::InvalidArgument, what.to_owned());
         let endpoint = Endpoint::from_shared(options.endpoint.clone())
-            .map_err(|e| invalid(&format!("invalid server address {}: {e}", options.endpoint)))?
+            .map_err(|e| invalid(&format!("invalid server address {}: {e}", options.endpoint)))?;
+        let endpoint = secure(endpoint, &options.endpoint, &options.security)?
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .tcp_nodelay(true)
@@ -276,6 +295,40 @@ impl GrpcTransport {
 
     fn client(&self) -> NativeServiceClient<Channel> {
         self.client.clone()
+    }
+}
+
+/// Applies `security` to `endpoint`; the URL scheme must agree with it, so a typo never
+/// downgrades the channel to plaintext silently.
+fn secure(endpoint: Endpoint, url: &str, security: &ChannelSecurity) -> Result<Endpoint> {
+    let invalid = |what: String| NamespaceError::new(ErrorKind::InvalidArgument, what);
+    match security {
+        ChannelSecurity::Tls {
+            ca_pem,
+            server_name,
+        } => {
+            if !url.starts_with("https://") {
+                return Err(invalid(format!(
+                    "server address {url} is not https:// (TLS); plaintext needs the explicit \
+                     insecure-plaintext option"
+                )));
+            }
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+            if let Some(name) = server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(format!("TLS settings for {url}: {e}")))
+        }
+        ChannelSecurity::InsecurePlaintext => {
+            if !url.starts_with("http://") {
+                return Err(invalid(format!(
+                    "server address {url} is not http:// but plaintext was asked for"
+                )));
+            }
+            Ok(endpoint)
+        }
     }
 }
 

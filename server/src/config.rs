@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// Address of the native client service (`kiseki-client-fuse` connects here).
     #[serde(default = "default_native_listen")]
     pub native_listen: SocketAddr,
+    /// TLS of the native client service (a development CA in `data_dir/tls/` without it).
+    #[serde(default)]
+    pub native_tls: crate::native::tls::NativeTlsConfig,
     /// Address of the S3 endpoint (port 0 picks a free port, printed on start).
     #[serde(default = "default_s3_listen")]
     pub s3_listen: SocketAddr,
@@ -111,6 +114,7 @@ impl ServerConfig {
             keyserver: default_keyserver(),
             dev_tenant: None,
             native_listen: default_native_listen(),
+            native_tls: Default::default(),
             s3_listen: default_s3_listen(),
             nfs: None,
         }
@@ -121,6 +125,7 @@ impl ServerConfig {
         if let Some(nfs) = &self.nfs {
             nfs.check()?;
         }
+        self.native_tls.check()?;
         anyhow::ensure!(!self.pools.is_empty(), "config needs at least one pool");
         let limits = kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
         anyhow::ensure!(

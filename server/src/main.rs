@@ -58,6 +58,19 @@ struct Args {
     #[arg(long, env = "KISEKI_NATIVE_LISTEN", value_name = "ADDR")]
     native_listen: Option<SocketAddr>,
 
+    /// PEM certificate chain of the native client service (default: issued from a development
+    /// CA kept in DATA_DIR/tls/, whose ca.pem clients pass as --ca).
+    #[arg(long, env = "KISEKI_NATIVE_TLS_CERT", value_name = "FILE", requires = "native_tls_key")]
+    native_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --native-tls-cert.
+    #[arg(long, env = "KISEKI_NATIVE_TLS_KEY", value_name = "FILE", requires = "native_tls_cert")]
+    native_tls_key: Option<PathBuf>,
+
+    /// Serve the native client service over plain TCP (tests and trusted links only).
+    #[arg(long, conflicts_with = "native_tls_cert")]
+    native_insecure_plaintext: bool,
+
     /// Address of the S3 endpoint (default 127.0.0.1:9000; port 0 picks a free port).
     #[arg(long, env = "KISEKI_S3_LISTEN", value_name = "ADDR")]
     s3_listen: Option<SocketAddr>,
@@ -89,6 +102,14 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(listen) = args.native_listen {
         config.native_listen = listen;
+    }
+    if let (Some(cert), Some(key)) = (&args.native_tls_cert, &args.native_tls_key) {
+        config.native_tls.cert = Some(cert.clone());
+        config.native_tls.key = Some(key.clone());
+        config.native_tls.insecure_plaintext = false;
+    }
+    if args.native_insecure_plaintext {
+        config.native_tls = native::tls::NativeTlsConfig { insecure_plaintext: true, ..Default::default() };
     }
     if let Some(keyserver) = &args.keyserver {
         config.keyserver = keyserver.clone();
@@ -128,10 +149,18 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the metrics listener {}", config.metrics_listen))?;
 
-    let (native_address, native_task) =
-        native::serve(config.native_listen, Arc::clone(&namespace), config.data_dir.clone(), key_material, shutdown.clone())
-            .await
-            .with_context(|| format!("binding the native client listener {}", config.native_listen))?;
+    let native_security = native::tls::NativeSecurity::prepare(&config.native_tls, &config.data_dir, config.native_listen)
+        .context("setting up TLS of the native client service")?;
+    let (native_address, native_task) = native::serve(
+        config.native_listen,
+        &native_security,
+        Arc::clone(&namespace),
+        config.data_dir.clone(),
+        key_material,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding the native client listener {}", config.native_listen))?;
 
     let nfs = match &config.nfs {
         Some(nfs_config) => {
@@ -151,7 +180,18 @@ async fn main() -> anyhow::Result<()> {
     println!("  data dir:       {}", config.data_dir.display());
     println!("  key manager:    {}", config.keyserver);
     println!("  metrics:        http://{metrics_address}/metrics");
-    println!("  native client:  {native_address} (kiseki-client-fuse --server http://{native_address})");
+    match &native_security {
+        native::tls::NativeSecurity::Tls { dev_ca_path: Some(ca), .. } => {
+            println!("  native client:  https://{native_address} (kiseki-client-fuse --server https://{native_address} --ca {})", ca.display());
+            println!("  native CA:      {}", ca.display());
+        }
+        native::tls::NativeSecurity::Tls { cert_path, .. } => {
+            println!("  native client:  https://{native_address} (TLS certificate {})", cert_path.display());
+        }
+        native::tls::NativeSecurity::InsecurePlaintext => {
+            println!("  native client:  http://{native_address} (PLAINTEXT: kiseki-client-fuse --server http://{native_address} --insecure-plaintext)");
+        }
+    }
     if let Some(nfs) = &nfs {
         println!("  NFS exports:    {}", nfs.describe());
     }

@@ -19,8 +19,8 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use kiseki_client::{
-    AttrUpdate, Caller, Client, ClientOptions, GrpcOptions, GrpcTransport, MemoryChunkCache, Node,
-    Special,
+    AttrUpdate, Caller, ChannelSecurity, Client, ClientOptions, GrpcOptions, GrpcTransport,
+    MemoryChunkCache, Node, Special,
 };
 use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
 
@@ -29,8 +29,8 @@ use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
 #[command(
     version,
     after_help = "Examples:\n  \
-        kiseki-client-fuse --access-key KSK... --secret-key ... /kiseki\n  \
-        KISEKI_ACCESS_KEY=... KISEKI_SECRET_KEY=... kiseki-client-fuse --allow-other --default-permissions /mnt/k\n\n\
+        kiseki-client-fuse --ca /var/lib/kiseki/tls/ca.pem --access-key KSK... --secret-key ... /kiseki\n  \
+        KISEKI_CA=ca.pem KISEKI_ACCESS_KEY=... KISEKI_SECRET_KEY=... kiseki-client-fuse --allow-other --default-permissions /mnt/k\n\n\
         Logging: KISEKI_LOG (tracing filter, default \"info\"). Stop with SIGTERM or Ctrl-C: unmounts cleanly."
 )]
 struct Args {
@@ -38,14 +38,34 @@ struct Args {
     #[arg(default_value = "/kiseki", value_name = "MOUNT_POINT")]
     mount_point: PathBuf,
 
-    /// Address of the kiseki-server native service.
+    /// Address of the kiseki-server native service (https://, or http:// with
+    /// --insecure-plaintext).
     #[arg(
         long,
         env = "KISEKI_SERVER",
-        default_value = "http://127.0.0.1:9200",
+        default_value = "https://127.0.0.1:9200",
         value_name = "URL"
     )]
     server: String,
+
+    /// PEM file of the CA that signed the server's certificate (the server prints the path of
+    /// its development CA as "native CA").
+    #[arg(
+        long,
+        env = "KISEKI_CA",
+        value_name = "FILE",
+        required_unless_present = "insecure_plaintext"
+    )]
+    ca: Option<PathBuf>,
+
+    /// Name the server's certificate must carry (default: the host of --server).
+    #[arg(long, env = "KISEKI_SERVER_NAME", value_name = "NAME")]
+    server_name: Option<String>,
+
+    /// Talk to the server over plain TCP: the access key and metadata cross the network
+    /// readable. For tests and trusted links only.
+    #[arg(long, conflicts_with_all = ["ca", "server_name"])]
+    insecure_plaintext: bool,
 
     /// Access key id of the tenant workload.
     #[arg(long, env = "KISEKI_ACCESS_KEY", value_name = "ID")]
@@ -737,8 +757,17 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let security = match &args.ca {
+        Some(path) if !args.insecure_plaintext => ChannelSecurity::Tls {
+            ca_pem: std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?,
+            server_name: args.server_name.clone(),
+        },
+        _ => ChannelSecurity::InsecurePlaintext,
+    };
     let options = GrpcOptions {
         endpoint: args.server.clone(),
+        security,
         access_key: args.access_key.clone(),
         secret_key: args.secret_key.clone(),
         connect_timeout: Duration::from_secs(3),

@@ -95,10 +95,17 @@ pub struct Server {
     pub access_key: String,
     pub secret_key: String,
     pub s3_endpoint: Option<String>,
+    /// The development CA the server issued its TLS certificate from (none when plaintext).
+    pub ca_path: Option<PathBuf>,
 }
 
 impl Server {
     pub fn start(data_dir: &Path, native_port: u16) -> Server {
+        Server::start_with(data_dir, native_port, &[])
+    }
+
+    /// A server with `extra` command-line arguments.
+    pub fn start_with(data_dir: &Path, native_port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new(binary("kiseki-server"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -112,6 +119,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(["--native-listen", &format!("127.0.0.1:{native_port}")])
+            .args(extra)
             .env("KISEKI_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -129,6 +137,7 @@ impl Server {
         let secret_key = value("S3 secret key:").expect("secret key in the banner");
         let s3_endpoint = value("S3 endpoint:")
             .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
+        let ca_path = value("native CA:").map(PathBuf::from);
         Server {
             child,
             data_dir: data_dir.to_owned(),
@@ -136,11 +145,18 @@ impl Server {
             access_key,
             secret_key,
             s3_endpoint,
+            ca_path,
         }
     }
 
+    /// The native service's URL (https unless the server serves plaintext).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.native_port)
+        let scheme = if self.ca_path.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.native_port)
     }
 
     /// Stops the server (SIGTERM) and waits for it.
@@ -164,11 +180,13 @@ pub struct Mount {
 /// Command for a mount of `server` at `path` (not started).
 pub fn mount_command(server: &Server, path: &Path) -> Command {
     let mut command = Command::new(binary("kiseki-client-fuse"));
+    command.arg(path).args(["--server", &server.url()]);
+    match &server.ca_path {
+        Some(ca) => command.arg("--ca").arg(ca),
+        None => command.arg("--insecure-plaintext"),
+    };
     command
-        .arg(path)
         .args([
-            "--server",
-            &server.url(),
             "--allow-other",
             "--default-permissions",
             "--request-timeout",

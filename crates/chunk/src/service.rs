@@ -158,18 +158,25 @@ impl ChunkService {
     }
 
     /// Stores a frame of chunk `id` sealed elsewhere (by a native client that holds the
-    /// tenant's keys) after checking its header and checksums; `true` if the tenant already had
-    /// the chunk and nothing was written. The GCM tag is checked by whoever opens it.
+    /// tenant's keys); `true` if the tenant already had the chunk and nothing was written.
+    ///
+    /// Before storing, the frame is opened with the tenant's DEK of its epoch and the keyed
+    /// BLAKE3 of the plaintext must equal `id`: a chunk id is a promise about content that later
+    /// writes are deduplicated against, so a frame that does not keep it (a buggy or hostile
+    /// client of the tenant) would turn honest writes of that content into data loss.
     pub async fn store_sealed(
         &self,
         tenant: TenantId,
         id: ChunkId,
         frame: Bytes,
+        addressing: &AddressingKey,
+        key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
     ) -> Result<bool, ChunkError> {
-        ChunkHeader::decode(&frame, tenant, id)?;
+        let header = ChunkHeader::decode(&frame, tenant, id)?;
         if self.store.contains(tenant, id).await? {
             return Ok(true);
         }
+        verify_sealed(&header, &frame, addressing, key_for_epoch)?;
         self.store.put(tenant, id, frame, &self.placement).await?;
         Ok(false)
     }
@@ -192,4 +199,41 @@ impl ChunkService {
         let frame = self.store.get(tenant, id).await?;
         Self::open(tenant, id, frame, key_for_epoch)
     }
+}
+
+/// Opens the body of `frame` (whose `header` is checked) and compares the keyed BLAKE3 of the
+/// plaintext with the chunk id. The frame itself must be stored as received, so its body is
+/// copied once into a scratch buffer, opened in place there and dropped after hashing.
+fn verify_sealed(
+    header: &ChunkHeader,
+    frame: &[u8],
+    addressing: &AddressingKey,
+    key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
+) -> Result<(), ChunkError> {
+    let (tenant, id) = (header.tenant, header.id);
+    let rejected = |reason: String| ChunkError::Corrupt {
+        tenant,
+        id,
+        reason: format!("uploaded frame rejected: {reason}"),
+    };
+    let key = key_for_epoch(header.epoch).ok_or(ChunkError::MissingKey {
+        tenant,
+        id,
+        epoch: header.epoch.0,
+    })?;
+    let mut scratch = frame[HEADER_BYTES..].to_vec();
+    let plaintext = open_in_place(
+        &key,
+        header.nonce,
+        &associated_data(tenant, id),
+        &mut scratch,
+    )
+    .map_err(|error| rejected(error.to_string()))?;
+    let content_id = addressing.chunk_id(plaintext);
+    if content_id != id {
+        return Err(rejected(format!(
+            "its plaintext has content address {content_id}"
+        )));
+    }
+    Ok(())
 }

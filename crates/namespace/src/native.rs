@@ -33,16 +33,19 @@ impl TenantNamespace {
         u32::try_from(chunk_size).unwrap_or(u32::MAX)
     }
 
-    /// Stores chunk `id` sealed by a client; checks the frame's header and checksums first.
+    /// Stores chunk `id` sealed by a client; checks the frame's header and checksums, opens it
+    /// and checks that its plaintext has content address `id` first.
     /// Returns `true` when the tenant already had the chunk (nothing written).
     pub async fn store_sealed_chunk(
         &self,
         id: ChunkId,
         frame: Bytes,
     ) -> Result<bool, NamespaceError> {
-        let (chunks, _, _) = self.chunk_parts();
+        let (chunks, keyring, _) = self.chunk_parts();
         chunks
-            .store_sealed(self.tenant(), id, frame)
+            .store_sealed(self.tenant(), id, frame, keyring.addressing(), &|epoch| {
+                keyring.epoch(epoch).ok()
+            })
             .await
             .map_err(|error| from_chunk_error(error, &format!("storing chunk {id}")))
     }

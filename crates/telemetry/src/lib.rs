@@ -9,11 +9,15 @@ pub use metrics_endpoint::{serve_metrics, MetricsSource};
 
 use anyhow::Context;
 
+/// The log filter when none is given.
+const DEFAULT_LOG_FILTER: &str = "info,s3s=warn";
+
 /// Logs to stderr, filtered by the environment variable `filter_variable` (a `tracing` filter
-/// such as `info,kiseki_log=debug`; default `info`).
+/// such as `info,kiseki_log=debug`). The default is `info`, with the S3 protocol library at
+/// `warn`: it reports every client error (403, 404) at ERROR level, which is not a server fault.
 pub fn init_tracing(filter_variable: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(filter_variable)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

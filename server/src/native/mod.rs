@@ -3,11 +3,13 @@
 //! frames arrive and leave sealed (the client seals and opens them), so plaintext never crosses
 //! the network. Callers authenticate with a tenant access key (see `access_keys.rs`).
 //!
-//! Transport security today: plaintext gRPC over TCP. TLS (rustls) with the cluster CA and
-//! mutual authentication is the next step (cluster issue); until then run it on trusted links.
+//! Transport security: TLS (rustls, see `tls.rs`) unless plain TCP is explicitly configured.
+//! Clients authenticate with the access key inside the TLS channel; mutual TLS with the cluster
+//! CA comes with the cluster issue.
 
 mod auth;
 pub mod keys;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use kiseki_chunk::HEADER_BYTES;
@@ -37,6 +40,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use self::auth::Authenticator;
 use self::keys::KeyMaterialSource;
+use self::tls::NativeSecurity;
 
 /// Most calls in flight on one connection.
 const REQUESTS_PER_CONNECTION_MAX: usize = 256;
@@ -45,14 +49,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest sealed frame a client may store (header, the largest chunk, GCM tag).
 const FRAME_BYTES_MAX: usize = HEADER_BYTES + CHUNK_SIZE_BYTES_MAX as usize + 16;
 
-/// Binds `listen`; serves the native service on the returned address until `shutdown`.
+/// Binds `listen`; serves the native service on the returned address until `shutdown`, over
+/// TLS unless `security` is explicitly plaintext.
 pub async fn serve(
     listen: SocketAddr,
+    security: &NativeSecurity,
     namespace: Arc<Namespace>,
     data_dir: PathBuf,
     keys: KeyMaterialSource,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
+) -> anyhow::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.server_config() {
+        builder = builder
+            .tls_config(tls)
+            .context("the native service's TLS certificate or key")?;
+    }
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let service = NativeServer {
@@ -64,7 +76,7 @@ pub async fn serve(
     let service = NativeServiceServer::new(service)
         .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(NATIVE_MESSAGE_BYTES_MAX);
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .concurrency_limit_per_connection(REQUESTS_PER_CONNECTION_MAX)
         .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true)
