@@ -7,9 +7,13 @@
 //!   (AES-256-GCM under the tenant's current DEK) and stored while the writer goes on (a
 //!   bounded number in flight); flush seals the rest and commits all extents in one delta (or
 //!   a few, when rewrites overlap). `O_APPEND` writes commit at once with an atomic append.
-//! - **Reads.** The file's layout names the chunks of a range; each chunk is fetched sealed,
-//!   verified and opened here, kept in the chunk cache, and on sequential reads the next chunk
-//!   is fetched ahead.
+//! - **Reads.** The file's layout names the chunks of a range; an open handle keeps the layout
+//!   (a window of up to 1 GiB, fetched at its first read, fetched again after this client's own
+//!   writes or truncates of the file). Each chunk is fetched sealed, verified and opened here
+//!   (the chunks of one read concurrently), kept in the chunk cache, and on sequential reads
+//!   the next few chunks (`readahead_chunks`) are fetched ahead.
+//! - **Listings** carry attributes, which prime the attribute cache (READDIRPLUS).
+//! - **Small files:** a flush whose change is one chunk stores and commits it in one call.
 //! - **Attributes** are cached for a short TTL and refreshed by every local change.
 
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +30,9 @@ use tokio::task::JoinHandle;
 
 use crate::cache::ChunkCache;
 use crate::dirty::DirtyRanges;
-use crate::transport::{AttrUpdate, DirEntry, FsStats, NewNode, Node, Result, Special, Transport};
+use crate::transport::{
+    AttrUpdate, DirEntry, FsStats, Layout, NewNode, Node, Result, Special, Transport,
+};
 
 /// Prefix of the names an unlinked-but-open file is kept under until its last close.
 pub const HIDDEN_PREFIX: &str = ".kiseki-unlinked-";
@@ -44,6 +50,10 @@ pub struct ClientOptions {
     pub dirty_bytes_max: usize,
     /// Entries fetched per directory page.
     pub readdir_page_entries: u32,
+    /// Chunks fetched ahead of a sequential reader.
+    pub readahead_chunks: usize,
+    /// Bytes of a file's layout fetched at once (a read past it fetches the next window).
+    pub layout_window_bytes: u64,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +63,8 @@ impl Default for ClientOptions {
             uploads_in_flight_max: 4,
             dirty_bytes_max: 64 * 1024 * 1024,
             readdir_page_entries: 1024,
+            readahead_chunks: 4,
+            layout_window_bytes: 1 << 30,
         }
     }
 }
@@ -78,6 +90,9 @@ struct FileState {
     pending: Vec<Extent>,
     /// Name the file hides under after an unlink while open: (directory, name).
     hidden: Option<(InodeId, String)>,
+    /// Bumped by every change this client makes to the file's content (commit, append,
+    /// truncate): a handle's cached layout of an older generation is fetched again.
+    generation: u64,
 }
 
 impl FileState {
@@ -106,6 +121,28 @@ struct OpenFile {
     state: SharedFile,
     /// End of the last read, to detect sequential reading.
     last_read_end: AtomicU64,
+    /// The file's extents as this handle last fetched them (close-to-open: fetched after
+    /// open, again after this client's own changes to the file).
+    layout: Mutex<Option<CachedLayout>>,
+}
+
+/// A window of a file's layout kept by an open handle.
+struct CachedLayout {
+    /// `FileState::generation` it was fetched at.
+    generation: u64,
+    /// The window `[start, covered_end)` whose extents `layout` holds.
+    start: u64,
+    covered_end: u64,
+    layout: Arc<Layout>,
+}
+
+impl CachedLayout {
+    /// Whether the window answers for `[offset, end)` (or for all of it up to the file's end).
+    fn covers(&self, generation: u64, offset: u64, end: u64) -> bool {
+        self.generation == generation
+            && self.start <= offset
+            && (self.covered_end >= end || self.covered_end >= self.layout.size)
+    }
 }
 
 struct OpenDir {
@@ -245,6 +282,7 @@ impl Client {
             if let Some(state) = self.file_state(inode) {
                 let mut state = state.lock().await;
                 self.flush_state(inode, &mut state).await?;
+                state.generation += 1;
             }
             node = Some(self.transport.truncate(inode, size).await?);
         }
@@ -427,6 +465,7 @@ impl Client {
             inode,
             kind: FileKind::Directory,
             cursor: String::new(),
+            node: None,
         };
         let dir = OpenDir {
             inode,
@@ -460,9 +499,18 @@ impl Client {
                 dir.complete = true;
                 break;
             };
-            let visible = page
-                .into_iter()
-                .filter(|entry| !entry.name.starts_with(HIDDEN_PREFIX));
+            let mut visible = Vec::with_capacity(page.len());
+            for mut entry in page {
+                if entry.name.starts_with(HIDDEN_PREFIX) {
+                    continue;
+                }
+                if let Some(node) = entry.node.take() {
+                    // Prime the attribute cache: `ls -l` then needs no round trip per entry.
+                    self.remember(&node);
+                    entry.node = Some(self.with_local(node).await);
+                }
+                visible.push(entry);
+            }
             dir.entries.extend(visible);
             // Keep the cursor of the page's last entry even when it was hidden.
             if dir.entries.last().map(|entry| &entry.cursor) != Some(&last) {
@@ -471,6 +519,7 @@ impl Client {
                     inode: InodeId(0),
                     kind: FileKind::File,
                     cursor: last,
+                    node: None,
                 });
             }
         }
@@ -518,6 +567,7 @@ impl Client {
             append,
             state,
             last_read_end: AtomicU64::new(u64::MAX),
+            layout: Mutex::new(None),
         };
         lock(&self.handles).insert(handle, Arc::new(file));
         Ok((handle, self.with_local(fresh).await, changed))
@@ -536,6 +586,7 @@ impl Client {
         let mut state = file.state.lock().await;
         if file.append {
             self.flush_state(file.inode, &mut state).await?;
+            state.generation += 1;
             let node = self.append_now(file.inode, data).await?;
             self.remember(&node);
             return Ok(data.len());
@@ -585,7 +636,21 @@ impl Client {
 
     /// Seals what is dirty, waits for every chunk and commits all extents.
     async fn flush_state(&self, inode: InodeId, state: &mut FileState) -> Result<()> {
-        for (offset, piece) in state.dirty.take_all(self.chunk_size) {
+        let mut pieces = state.dirty.take_all(self.chunk_size);
+        if pieces.len() == 1 && state.uploads.is_empty() && state.pending.is_empty() {
+            // The whole change is one piece (a small file): store it and commit it in one
+            // round trip.
+            let (offset, piece) = pieces.remove(0);
+            state.generation += 1;
+            let (frame, extent) = seal(self.tenant, &self.keyring, offset, &piece)?;
+            let node = self
+                .transport
+                .put_chunk_and_write(frame, inode, extent)
+                .await?;
+            self.remember(&node);
+            return Ok(());
+        }
+        for (offset, piece) in pieces {
             self.start_upload(state, offset, piece).await?;
         }
         let result = self.commit(inode, state).await;
@@ -607,6 +672,9 @@ impl Client {
         // whole span from its first extent to its last, so a run must have no gaps.
         let mut batch: Vec<Extent> = Vec::new();
         let pending = std::mem::take(&mut state.pending);
+        if !pending.is_empty() {
+            state.generation += 1;
+        }
         for extent in pending {
             let contiguous = batch
                 .last()
@@ -666,22 +734,42 @@ impl Client {
             (!state.dirty.is_empty())
                 .then(|| (state.dirty.clip(offset, u64::from(size)), state.dirty.end()))
         };
-        let window = u64::from(size) + self.chunk_size as u64;
-        let layout = self.transport.layout(file.inode, offset, window).await?;
+        let generation = file.state.lock().await.generation;
+        let chunk = self.chunk_size as u64;
+        let ahead = chunk * self.options.readahead_chunks as u64;
+        let wanted_end = offset.saturating_add(u64::from(size));
+        let layout = self
+            .layout_of(&file, generation, offset, wanted_end.saturating_add(ahead))
+            .await?;
         let dirty_end = dirty_overlay.as_ref().map_or(0, |(_, end)| *end);
         let file_size = layout.size.max(dirty_end);
-        let end = offset.saturating_add(u64::from(size)).min(file_size);
+        let end = wanted_end.min(file_size);
         if end <= offset {
             return Ok(Vec::new());
         }
-        let mut out = vec![0u8; (end - offset) as usize];
-        let mut next_chunk = None;
-        for extent in &layout.extents {
-            if extent.file_offset >= end {
-                next_chunk = next_chunk.or(Some(extent.chunk));
-                continue;
+        // Read ahead for a sequential reader: the kernel's read-ahead requests may arrive out
+        // of order on several threads, so "near the last read's end" counts as sequential.
+        let last_end = file.last_read_end.swap(end, Ordering::Relaxed);
+        let sequential = offset == 0 || last_end != u64::MAX && offset.abs_diff(last_end) <= chunk;
+        if sequential {
+            let ahead_end = end.saturating_add(ahead);
+            for extent in &layout.extents {
+                if extent.end() > end && extent.file_offset < ahead_end {
+                    self.prefetch(extent.chunk);
+                }
             }
-            let plaintext = self.chunk(extent.chunk).await?;
+        }
+        // The chunks of this read, fetched concurrently.
+        let needed: Vec<&Extent> = layout
+            .extents
+            .iter()
+            .filter(|extent| extent.end() > offset && extent.file_offset < end)
+            .collect();
+        let plaintexts =
+            futures::future::try_join_all(needed.iter().map(|extent| self.chunk(extent.chunk)))
+                .await?;
+        let mut out = vec![0u8; (end - offset) as usize];
+        for (extent, plaintext) in needed.into_iter().zip(plaintexts) {
             let from = extent.file_offset.max(offset);
             let to = extent.end().min(end);
             let start_in_chunk =
@@ -699,11 +787,58 @@ impl Client {
         if let Some((dirty, _)) = &dirty_overlay {
             dirty.overlay(offset, &mut out);
         }
-        let sequential = file.last_read_end.swap(end, Ordering::Relaxed) == offset;
-        if let Some(next) = next_chunk.filter(|_| sequential) {
-            self.prefetch(next);
-        }
         Ok(out)
+    }
+
+    /// The layout of `file` covering `[offset, end)`: the handle's cached window if it covers
+    /// it at the file's current generation, else a fresh window from the server.
+    async fn layout_of(
+        &self,
+        file: &OpenFile,
+        generation: u64,
+        offset: u64,
+        end: u64,
+    ) -> Result<Arc<Layout>> {
+        if let Some(cached) = lock(&file.layout)
+            .as_ref()
+            .filter(|cached| cached.covers(generation, offset, end))
+        {
+            return Ok(Arc::clone(&cached.layout));
+        }
+        let chunk = self.chunk_size as u64;
+        let start = offset - offset % chunk;
+        let len = (end - start).max(self.options.layout_window_bytes);
+        let window_end = start.saturating_add(len);
+        let mut layout = self.transport.layout(file.inode, start, len).await?;
+        let mut covered_end = start;
+        loop {
+            if !layout.truncated {
+                covered_end = window_end;
+                break;
+            }
+            let reached = layout.extents.last().map_or(covered_end, Extent::end);
+            if reached >= end || reached <= covered_end {
+                covered_end = reached;
+                break;
+            }
+            // The server stopped at its bound before this read's end: continue from there.
+            covered_end = reached;
+            let more = self
+                .transport
+                .layout(file.inode, reached, window_end - reached)
+                .await?;
+            layout.size = more.size;
+            layout.truncated = more.truncated;
+            layout.extents.extend(more.extents);
+        }
+        let layout = Arc::new(layout);
+        *lock(&file.layout) = Some(CachedLayout {
+            generation,
+            start,
+            covered_end,
+            layout: Arc::clone(&layout),
+        });
+        Ok(layout)
     }
 
     // ---- Chunks ----
@@ -878,20 +1013,32 @@ async fn seal_and_store(
     offset: u64,
     plaintext: &[u8],
 ) -> Result<Extent> {
+    let (frame, extent) = seal(tenant, keyring, offset, plaintext)?;
+    transport.put_chunk(extent.chunk, frame).await?;
+    Ok(extent)
+}
+
+/// Seals `plaintext` into a chunk frame; returns it with the extent it becomes at `offset`.
+fn seal(
+    tenant: TenantId,
+    keyring: &TenantKeyring,
+    offset: u64,
+    plaintext: &[u8],
+) -> Result<(Bytes, Extent)> {
     let id = keyring.addressing().chunk_id(plaintext);
     let key = keyring.current();
     let frame = ChunkService::seal(tenant, id, &key, plaintext).map_err(|e| {
         NamespaceError::new(ErrorKind::InvalidArgument, format!("sealing a chunk: {e}"))
     })?;
-    transport.put_chunk(id, frame).await?;
     let len = u32::try_from(plaintext.len())
         .map_err(|_| NamespaceError::new(ErrorKind::InvalidArgument, "chunk too large"))?;
-    Ok(Extent {
+    let extent = Extent {
         file_offset: offset,
         len,
         chunk: id,
         chunk_offset: 0,
-    })
+    };
+    Ok((frame, extent))
 }
 
 /// Fetches a sealed chunk and verifies and opens it here.

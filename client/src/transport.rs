@@ -57,6 +57,8 @@ pub struct DirEntry {
     pub kind: FileKind,
     /// Cursor to continue after this entry.
     pub cursor: String,
+    /// Its attributes, when the listing carried them (one round trip for `ls -l`).
+    pub node: Option<Node>,
 }
 
 /// The extents of a byte range of a file.
@@ -131,7 +133,7 @@ pub trait Transport: Send + Sync + 'static {
     async fn getattr(&self, inode: InodeId) -> Result<Node>;
     /// Changes attributes.
     async fn setattr(&self, inode: InodeId, update: AttrUpdate) -> Result<Node>;
-    /// Up to `limit` entries after `after`.
+    /// Up to `limit` entries after `after`, with their attributes where the server has them.
     async fn read_dir(&self, dir: InodeId, after: &str, limit: u32) -> Result<Vec<DirEntry>>;
     /// Creates a file (or a special file).
     async fn create(
@@ -191,6 +193,17 @@ pub trait Transport: Send + Sync + 'static {
     async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool>;
     /// A sealed chunk frame.
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes>;
+    /// Stores a sealed chunk and commits it as `extent` of `inode` (a positional write), in
+    /// one round trip where the transport can.
+    async fn put_chunk_and_write(
+        &self,
+        frame: Bytes,
+        inode: InodeId,
+        extent: Extent,
+    ) -> Result<Node> {
+        self.put_chunk(extent.chunk, frame).await?;
+        self.write(inode, 0, vec![extent], false).await
+    }
 }
 
 /// How a [`GrpcTransport`] protects its channel.
@@ -229,6 +242,10 @@ pub struct GrpcOptions {
 #[derive(Clone)]
 pub struct GrpcTransport {
     client: NativeServiceClient<Channel>,
+    /// Connections of their own for chunk frames: bulk transfers spread over several TLS
+    /// connections (and so over cores on both ends) and do not queue metadata calls.
+    data: Vec<NativeServiceClient<Channel>>,
+    next_data: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     access_key: MetadataValue<tonic::metadata::Ascii>,
     secret_key: MetadataValue<tonic::metadata::Ascii>,
 }
@@ -252,6 +269,9 @@ fn node(reply: wire::NodeReply) -> Result<Node> {
     })
 }
 
+/// Connections for chunk frames, besides the one for metadata.
+const DATA_CONNECTIONS: usize = 2;
+
 impl GrpcTransport {
     /// A transport to `options.endpoint`; connects on first use (inside a Tokio runtime).
     pub fn connect_lazy(options: &GrpcOptions) -> Result<Self> {
@@ -265,12 +285,19 @@ impl GrpcTransport {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(options.request_timeout)
             .initial_stream_window_size(Some(8 * 1024 * 1024))
-            .initial_connection_window_size(Some(16 * 1024 * 1024));
-        let client = NativeServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(NATIVE_MESSAGE_BYTES_MAX);
+            // Room for the read-ahead's chunk frames (several 4 MiB chunks) in flight at once.
+            .initial_connection_window_size(Some(64 * 1024 * 1024));
+        let connect = || {
+            NativeServiceClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
+        };
+        let client = connect();
+        let data = (0..DATA_CONNECTIONS).map(|_| connect()).collect();
         Ok(GrpcTransport {
             client,
+            data,
+            next_data: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             access_key: options
                 .access_key
                 .parse()
@@ -295,6 +322,45 @@ impl GrpcTransport {
 
     fn client(&self) -> NativeServiceClient<Channel> {
         self.client.clone()
+    }
+
+    fn data_client(&self) -> NativeServiceClient<Channel> {
+        let next = self
+            .next_data
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.data[next % self.data.len()].clone()
+    }
+
+    /// Streams a chunk frame in pieces; `commit` rides on the first.
+    async fn put_chunk_pieces(
+        &self,
+        id: ChunkId,
+        frame: Bytes,
+        commit: Option<wire::ChunkCommit>,
+    ) -> Result<wire::PutChunkResponse> {
+        let frame_len = frame.len() as u64;
+        let mut commit = commit;
+        let pieces: Vec<wire::ChunkPiece> = (0..frame.len().max(1))
+            .step_by(CHUNK_PIECE_BYTES)
+            .enumerate()
+            .map(|(index, start)| wire::ChunkPiece {
+                chunk_id: if index == 0 {
+                    id.0.to_vec()
+                } else {
+                    Vec::new()
+                },
+                frame_len: if index == 0 { frame_len } else { 0 },
+                data: frame[start..(start + CHUNK_PIECE_BYTES).min(frame.len())].to_vec(),
+                commit: commit.take(),
+            })
+            .collect();
+        let request = self.request(futures::stream::iter(pieces));
+        Ok(self
+            .data_client()
+            .put_chunk(request)
+            .await
+            .map_err(error)?
+            .into_inner())
     }
 }
 
@@ -426,6 +492,7 @@ impl Transport for GrpcTransport {
             dir: dir.0,
             after: after.to_owned(),
             limit,
+            with_attrs: true,
         });
         let reply = self
             .client()
@@ -437,6 +504,10 @@ impl Transport for GrpcTransport {
             .entries
             .into_iter()
             .map(|entry| DirEntry {
+                node: entry
+                    .attr
+                    .map(|attr| node(wire::NodeReply { attr: Some(attr) }))
+                    .and_then(Result::ok),
                 name: entry.name,
                 inode: InodeId(entry.inode),
                 kind: kind_from_wire(entry.kind),
@@ -661,28 +732,24 @@ impl Transport for GrpcTransport {
     }
 
     async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool> {
-        let frame_len = frame.len() as u64;
-        let pieces: Vec<wire::ChunkPiece> = (0..frame.len().max(1))
-            .step_by(CHUNK_PIECE_BYTES)
-            .enumerate()
-            .map(|(index, start)| wire::ChunkPiece {
-                chunk_id: if index == 0 {
-                    id.0.to_vec()
-                } else {
-                    Vec::new()
-                },
-                frame_len: if index == 0 { frame_len } else { 0 },
-                data: frame[start..(start + CHUNK_PIECE_BYTES).min(frame.len())].to_vec(),
-            })
-            .collect();
-        let request = self.request(futures::stream::iter(pieces));
-        Ok(self
-            .client()
-            .put_chunk(request)
-            .await
-            .map_err(error)?
-            .into_inner()
-            .deduplicated)
+        Ok(self.put_chunk_pieces(id, frame, None).await?.deduplicated)
+    }
+
+    async fn put_chunk_and_write(
+        &self,
+        frame: Bytes,
+        inode: InodeId,
+        extent: Extent,
+    ) -> Result<Node> {
+        let commit = wire::ChunkCommit {
+            inode: inode.0,
+            file_offset: extent.file_offset,
+            len: extent.len,
+        };
+        let reply = self
+            .put_chunk_pieces(extent.chunk, frame, Some(commit))
+            .await?;
+        node(wire::NodeReply { attr: reply.attr })
     }
 
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes> {
@@ -690,7 +757,7 @@ impl Transport for GrpcTransport {
             chunk_id: id.0.to_vec(),
         });
         let mut stream = self
-            .client()
+            .data_client()
             .get_chunk(request)
             .await
             .map_err(error)?

@@ -1,7 +1,10 @@
 //! Compiles the protos with protox (pure Rust, no `protoc`) and generates tonic code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/kiseki/keyserver/v1/keyserver.proto", "proto/kiseki/namespace/v1/native.proto"];
+    let protos = [
+        "proto/kiseki/keyserver/v1/keyserver.proto",
+        "proto/kiseki/namespace/v1/native.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

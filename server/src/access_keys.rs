@@ -35,7 +35,8 @@ impl AccessKeys {
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("access-keys.yaml");
         let keys = match fs::read_to_string(&path) {
-            Ok(text) => serde_yaml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?,
+            Ok(text) => serde_yaml::from_str(&text)
+                .with_context(|| format!("invalid {}", path.display()))?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
         };
@@ -44,12 +45,19 @@ impl AccessKeys {
 
     /// The key of `tenant`'s `workload`, created and saved if it has none.
     pub fn ensure(&mut self, tenant: u64, workload: &str) -> anyhow::Result<AccessKey> {
-        if let Some(key) = self.keys.iter().find(|key| key.tenant == tenant && key.workload == workload) {
+        if let Some(key) = self
+            .keys
+            .iter()
+            .find(|key| key.tenant == tenant && key.workload == workload)
+        {
             return Ok(key.clone());
         }
         let mut rng = rand::rng();
         let key = AccessKey {
-            access_key_id: format!("KSK{}", Alphanumeric.sample_string(&mut rng, 17).to_uppercase()),
+            access_key_id: format!(
+                "KSK{}",
+                Alphanumeric.sample_string(&mut rng, 17).to_uppercase()
+            ),
             secret_access_key: Alphanumeric.sample_string(&mut rng, 40),
             tenant,
             workload: workload.to_owned(),
@@ -61,7 +69,9 @@ impl AccessKeys {
 
     /// The key whose public id is `access_key_id`.
     pub fn find(&self, access_key_id: &str) -> Option<&AccessKey> {
-        self.keys.iter().find(|key| key.access_key_id == access_key_id)
+        self.keys
+            .iter()
+            .find(|key| key.access_key_id == access_key_id)
     }
 
     fn save(&self) -> anyhow::Result<()> {
@@ -77,7 +87,8 @@ impl AccessKeys {
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        fs::rename(&temp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
+        fs::rename(&temp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))?;
         if let Some(dir) = self.path.parent() {
             fs::File::open(dir)?.sync_all()?;
         }
@@ -92,13 +103,25 @@ mod tests {
     #[test]
     fn a_key_is_created_once_and_kept_private() {
         let dir = tempfile::tempdir().unwrap();
-        let first = AccessKeys::load(dir.path()).unwrap().ensure(1, "dev").unwrap();
-        let again = AccessKeys::load(dir.path()).unwrap().ensure(1, "dev").unwrap();
+        let first = AccessKeys::load(dir.path())
+            .unwrap()
+            .ensure(1, "dev")
+            .unwrap();
+        let again = AccessKeys::load(dir.path())
+            .unwrap()
+            .ensure(1, "dev")
+            .unwrap();
         assert_eq!(first, again);
         assert_eq!(first.secret_access_key.len(), 40);
-        let mode = fs::metadata(dir.path().join("access-keys.yaml")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("access-keys.yaml"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let other = AccessKeys::load(dir.path()).unwrap().ensure(2, "dev").unwrap();
+        let other = AccessKeys::load(dir.path())
+            .unwrap()
+            .ensure(2, "dev")
+            .unwrap();
         assert_ne!(other.access_key_id, first.access_key_id);
     }
 }

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// The development tenant created on start, with an S3 access key.
     #[serde(default)]
     pub dev_tenant: Option<DevTenantConfig>,
+    /// Development only: mount the dev tenant's namespace here with `kiseki-client-fuse`.
+    #[serde(default)]
+    pub dev_mount: Option<PathBuf>,
     /// Address of the native client service (`kiseki-client-fuse` connects here).
     #[serde(default = "default_native_listen")]
     pub native_listen: SocketAddr,
@@ -83,7 +86,11 @@ fn default_chunk_size() -> u32 {
 }
 
 fn default_pools() -> Vec<PoolConfig> {
-    vec![PoolConfig { name: "default".into(), device_class: DeviceClass::FastNvme, path: "chunks".into() }]
+    vec![PoolConfig {
+        name: "default".into(),
+        device_class: DeviceClass::FastNvme,
+        path: "chunks".into(),
+    }]
 }
 
 fn default_keyserver() -> String {
@@ -97,9 +104,10 @@ fn default_workload() -> String {
 impl ServerConfig {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let config: ServerConfig =
-            serde_yaml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let config: ServerConfig = serde_yaml::from_str(&text)
+            .with_context(|| format!("invalid config {}", path.display()))?;
         config.check()?;
         Ok(config)
     }
@@ -113,6 +121,7 @@ impl ServerConfig {
             pools: default_pools(),
             keyserver: default_keyserver(),
             dev_tenant: None,
+            dev_mount: None,
             native_listen: default_native_listen(),
             native_tls: Default::default(),
             s3_listen: default_s3_listen(),
@@ -127,7 +136,8 @@ impl ServerConfig {
         }
         self.native_tls.check()?;
         anyhow::ensure!(!self.pools.is_empty(), "config needs at least one pool");
-        let limits = kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
+        let limits =
+            kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
         anyhow::ensure!(
             limits.contains(&self.chunk_size_bytes),
             "chunk_size_bytes {} is outside {}..={}",
@@ -154,13 +164,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let error = serde_yaml::from_str::<ServerConfig>("data_dir: /x\nchunk_sise_bytes: 5\n").unwrap_err();
+        let error = serde_yaml::from_str::<ServerConfig>("data_dir: /x\nchunk_sise_bytes: 5\n")
+            .unwrap_err();
         assert!(error.to_string().contains("chunk_sise_bytes"), "{error}");
     }
 
     #[test]
     fn the_dev_config_in_the_repository_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../site-configs/dev-single-node.yaml");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../site-configs/dev-single-node.yaml");
         let config = ServerConfig::load(&path).unwrap();
         assert_eq!(config.dev_tenant.map(|tenant| tenant.id), Some(1));
     }

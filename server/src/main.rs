@@ -8,6 +8,7 @@
 
 mod access_keys;
 mod config;
+mod dev_mount;
 mod metrics;
 mod native;
 mod nfs;
@@ -60,11 +61,21 @@ struct Args {
 
     /// PEM certificate chain of the native client service (default: issued from a development
     /// CA kept in DATA_DIR/tls/, whose ca.pem clients pass as --ca).
-    #[arg(long, env = "KISEKI_NATIVE_TLS_CERT", value_name = "FILE", requires = "native_tls_key")]
+    #[arg(
+        long,
+        env = "KISEKI_NATIVE_TLS_CERT",
+        value_name = "FILE",
+        requires = "native_tls_key"
+    )]
     native_tls_cert: Option<PathBuf>,
 
     /// PEM private key of --native-tls-cert.
-    #[arg(long, env = "KISEKI_NATIVE_TLS_KEY", value_name = "FILE", requires = "native_tls_cert")]
+    #[arg(
+        long,
+        env = "KISEKI_NATIVE_TLS_KEY",
+        value_name = "FILE",
+        requires = "native_tls_cert"
+    )]
     native_tls_key: Option<PathBuf>,
 
     /// Serve the native client service over plain TCP (tests and trusted links only).
@@ -83,6 +94,11 @@ struct Args {
     /// Create the development tenant (id 1) with an S3 access key, and print the key.
     #[arg(long)]
     dev: bool,
+
+    /// Development: mount the dev tenant's namespace here with kiseki-client-fuse (found next
+    /// to this binary) once the server is ready; unmounted at shutdown.
+    #[arg(long, value_name = "DIR")]
+    dev_mount: Option<PathBuf>,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -109,19 +125,32 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
         config.native_tls.insecure_plaintext = false;
     }
     if args.native_insecure_plaintext {
-        config.native_tls = native::tls::NativeTlsConfig { insecure_plaintext: true, ..Default::default() };
+        config.native_tls = native::tls::NativeTlsConfig {
+            insecure_plaintext: true,
+            ..Default::default()
+        };
     }
     if let Some(keyserver) = &args.keyserver {
         config.keyserver = keyserver.clone();
     }
+    if let Some(mount_point) = &args.dev_mount {
+        config.dev_mount = Some(mount_point.clone());
+    }
     if args.dev && config.dev_tenant.is_none() {
-        config.dev_tenant = Some(DevTenantConfig { id: 1, workload: "dev".into() });
+        config.dev_tenant = Some(DevTenantConfig {
+            id: 1,
+            workload: "dev".into(),
+        });
     }
     if let Some(listen) = args.nfs_listen {
-        config.nfs.get_or_insert_with(|| nfs::NfsConfig::with_listen(listen)).listen = listen;
+        config
+            .nfs
+            .get_or_insert_with(|| nfs::NfsConfig::with_listen(listen))
+            .listen = listen;
         if let (Some(nfs), Some(dev)) = (config.nfs.as_mut(), &config.dev_tenant) {
             if nfs.exports.is_empty() {
-                nfs.exports.push(nfs::config::ExportConfig::development(dev.id));
+                nfs.exports
+                    .push(nfs::config::ExportConfig::development(dev.id));
             }
         }
     }
@@ -144,13 +173,20 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = metrics::start(Arc::clone(&namespace), shutdown.clone());
     let nfs_metrics = nfs::NfsMetrics::register(&mut registry);
     let s3_metrics = s3::S3Metrics::register(&mut registry);
-    let (metrics_address, metrics_task) =
-        kiseki_telemetry::serve_metrics(config.metrics_listen, Arc::new(registry), shutdown.clone())
-            .await
-            .with_context(|| format!("binding the metrics listener {}", config.metrics_listen))?;
+    let (metrics_address, metrics_task) = kiseki_telemetry::serve_metrics(
+        config.metrics_listen,
+        Arc::new(registry),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding the metrics listener {}", config.metrics_listen))?;
 
-    let native_security = native::tls::NativeSecurity::prepare(&config.native_tls, &config.data_dir, config.native_listen)
-        .context("setting up TLS of the native client service")?;
+    let native_security = native::tls::NativeSecurity::prepare(
+        &config.native_tls,
+        &config.data_dir,
+        config.native_listen,
+    )
+    .context("setting up TLS of the native client service")?;
     let (native_address, native_task) = native::serve(
         config.native_listen,
         &native_security,
@@ -160,12 +196,24 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await
-    .with_context(|| format!("binding the native client listener {}", config.native_listen))?;
+    .with_context(|| {
+        format!(
+            "binding the native client listener {}",
+            config.native_listen
+        )
+    })?;
 
     let nfs = match &config.nfs {
-        Some(nfs_config) => {
-            Some(nfs::NfsServer::start(nfs_config, &namespace, &config.data_dir, nfs_metrics, shutdown.clone()).await?)
-        }
+        Some(nfs_config) => Some(
+            nfs::NfsServer::start(
+                nfs_config,
+                &namespace,
+                &config.data_dir,
+                nfs_metrics,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
 
@@ -174,19 +222,32 @@ async fn main() -> anyhow::Result<()> {
         Some(dev) => Some(access_keys.ensure(dev.id, &dev.workload)?),
         None => None,
     };
-    let s3 = s3::start(config.s3_listen, Arc::clone(&namespace), Arc::new(access_keys), s3_metrics, shutdown.clone()).await?;
+    let s3 = s3::start(
+        config.s3_listen,
+        Arc::clone(&namespace),
+        Arc::new(access_keys),
+        s3_metrics,
+        shutdown.clone(),
+    )
+    .await?;
 
     println!("Kiseki single-node cluster");
     println!("  data dir:       {}", config.data_dir.display());
     println!("  key manager:    {}", config.keyserver);
     println!("  metrics:        http://{metrics_address}/metrics");
     match &native_security {
-        native::tls::NativeSecurity::Tls { dev_ca_path: Some(ca), .. } => {
+        native::tls::NativeSecurity::Tls {
+            dev_ca_path: Some(ca),
+            ..
+        } => {
             println!("  native client:  https://{native_address} (kiseki-client-fuse --server https://{native_address} --ca {})", ca.display());
             println!("  native CA:      {}", ca.display());
         }
         native::tls::NativeSecurity::Tls { cert_path, .. } => {
-            println!("  native client:  https://{native_address} (TLS certificate {})", cert_path.display());
+            println!(
+                "  native client:  https://{native_address} (TLS certificate {})",
+                cert_path.display()
+            );
         }
         native::tls::NativeSecurity::InsecurePlaintext => {
             println!("  native client:  http://{native_address} (PLAINTEXT: kiseki-client-fuse --server http://{native_address} --insecure-plaintext)");
@@ -196,20 +257,35 @@ async fn main() -> anyhow::Result<()> {
         println!("  NFS exports:    {}", nfs.describe());
     }
     if let Some(dev) = &config.dev_tenant {
-        namespace.tenant(TenantId(dev.id)).await.context("opening the development tenant")?;
+        namespace
+            .tenant(TenantId(dev.id))
+            .await
+            .context("opening the development tenant")?;
         println!("  dev tenant:     {} (workload {})", dev.id, dev.workload);
         if let Some(key) = &dev_key {
             println!("  S3 access key:  {}", key.access_key_id);
             println!("  S3 secret key:  {}", key.secret_access_key);
         }
     }
-    println!("  S3 endpoint:    http://{} (path-style, SigV4, region us-east-1)", s3.address);
-    println!("  gateways:       S3 and NFS above; FUSE joins as its issue lands");
+    println!(
+        "  S3 endpoint:    http://{} (path-style, SigV4, region us-east-1)",
+        s3.address
+    );
+    let dev_mount = start_dev_mount(&config, &native_security, native_address, dev_key.as_ref())?;
+    if let Some(mount) = &dev_mount {
+        println!(
+            "  FUSE mount:     {} (dev tenant, kiseki-client-fuse)",
+            mount.mount_point().display()
+        );
+    }
     println!("ready");
     tracing::info!(metrics = %metrics_address, "kiseki-server ready");
 
     shutdown_signal.wait().await;
     tracing::info!("shutting down");
+    if let Some(mount) = dev_mount {
+        mount.stop().await;
+    }
     shutdown_sender.send_replace(true);
     // Calls in flight are answered before the shard logs close; a client that keeps its
     // connection open does not hold the shutdown up for long.
@@ -222,4 +298,26 @@ async fn main() -> anyhow::Result<()> {
     metrics_task.await.context("metrics task")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Mounts the dev tenant with the FUSE client when `dev_mount` is configured.
+fn start_dev_mount(
+    config: &ServerConfig,
+    security: &native::tls::NativeSecurity,
+    native_address: std::net::SocketAddr,
+    dev_key: Option<&access_keys::AccessKey>,
+) -> anyhow::Result<Option<dev_mount::DevMount>> {
+    let Some(mount_point) = &config.dev_mount else {
+        return Ok(None);
+    };
+    let key = dev_key.context("dev_mount needs dev_tenant (or --dev)")?;
+    let native::tls::NativeSecurity::Tls {
+        dev_ca_path: Some(ca),
+        ..
+    } = security
+    else {
+        anyhow::bail!("dev_mount needs the development CA the server creates (no native_tls certificate configured)");
+    };
+    let url = format!("https://{native_address}");
+    dev_mount::DevMount::start(mount_point, &url, ca, key).map(Some)
 }

@@ -47,13 +47,41 @@ pub fn start(namespace: Arc<Namespace>, mut shutdown: watch::Receiver<bool>) -> 
         leader: Family::default(),
         nodes: Family::default(),
     };
-    registry.register("shard_last_log_index", "Index of the last entry in the shard log", gauges.last_log_index.clone());
-    registry.register("shard_applied_index", "Index of the last entry applied to the shard view", gauges.applied_index.clone());
-    registry.register("shard_snapshot_index", "Index covered by the shard's latest snapshot", gauges.snapshot_index.clone());
-    registry.register("shard_group_commits", "Durable log commits (one fsync each) since start", gauges.group_commits.clone());
-    registry.register("shard_deltas_flushed", "Deltas made durable since start", gauges.deltas_flushed.clone());
-    registry.register("shard_is_leader", "1 when this node leads the shard's Raft group", gauges.leader.clone());
-    registry.register("namespace_nodes", "Files, directories and symlinks in a tenant's namespace", gauges.nodes.clone());
+    registry.register(
+        "shard_last_log_index",
+        "Index of the last entry in the shard log",
+        gauges.last_log_index.clone(),
+    );
+    registry.register(
+        "shard_applied_index",
+        "Index of the last entry applied to the shard view",
+        gauges.applied_index.clone(),
+    );
+    registry.register(
+        "shard_snapshot_index",
+        "Index covered by the shard's latest snapshot",
+        gauges.snapshot_index.clone(),
+    );
+    registry.register(
+        "shard_group_commits",
+        "Durable log commits (one fsync each) since start",
+        gauges.group_commits.clone(),
+    );
+    registry.register(
+        "shard_deltas_flushed",
+        "Deltas made durable since start",
+        gauges.deltas_flushed.clone(),
+    );
+    registry.register(
+        "shard_is_leader",
+        "1 when this node leads the shard's Raft group",
+        gauges.leader.clone(),
+    );
+    registry.register(
+        "namespace_nodes",
+        "Files, directories and symlinks in a tenant's namespace",
+        gauges.nodes.clone(),
+    );
     tokio::spawn(async move {
         loop {
             refresh(&namespace, &gauges).await;
@@ -73,14 +101,40 @@ fn as_gauge(value: u64) -> i64 {
 async fn refresh(namespace: &Namespace, gauges: &ServerGauges) {
     for tenant in namespace.open_tenants().await {
         let tenant_id = tenant.tenant().0;
-        gauges.nodes.get_or_create(&TenantLabels { tenant: tenant_id }).set(as_gauge(tenant.node_count() as u64));
-        let Some(log) = tenant.log_metrics().await else { continue };
-        let labels = ShardLabels { tenant: tenant_id, shard: 0 };
-        gauges.last_log_index.get_or_create(&labels).set(as_gauge(log.last_log_index.unwrap_or(0)));
-        gauges.applied_index.get_or_create(&labels).set(as_gauge(log.last_applied_index.unwrap_or(0)));
-        gauges.snapshot_index.get_or_create(&labels).set(as_gauge(log.snapshot_index.unwrap_or(0)));
-        gauges.group_commits.get_or_create(&labels).set(as_gauge(log.group_commits));
-        gauges.deltas_flushed.get_or_create(&labels).set(as_gauge(log.deltas_flushed));
-        gauges.leader.get_or_create(&labels).set(i64::from(log.is_leader));
+        gauges
+            .nodes
+            .get_or_create(&TenantLabels { tenant: tenant_id })
+            .set(as_gauge(tenant.node_count() as u64));
+        let Some(log) = tenant.log_metrics().await else {
+            continue;
+        };
+        let labels = ShardLabels {
+            tenant: tenant_id,
+            shard: 0,
+        };
+        gauges
+            .last_log_index
+            .get_or_create(&labels)
+            .set(as_gauge(log.last_log_index.unwrap_or(0)));
+        gauges
+            .applied_index
+            .get_or_create(&labels)
+            .set(as_gauge(log.last_applied_index.unwrap_or(0)));
+        gauges
+            .snapshot_index
+            .get_or_create(&labels)
+            .set(as_gauge(log.snapshot_index.unwrap_or(0)));
+        gauges
+            .group_commits
+            .get_or_create(&labels)
+            .set(as_gauge(log.group_commits));
+        gauges
+            .deltas_flushed
+            .get_or_create(&labels)
+            .set(as_gauge(log.deltas_flushed));
+        gauges
+            .leader
+            .get_or_create(&labels)
+            .set(i64::from(log.is_leader));
     }
 }

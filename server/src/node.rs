@@ -13,11 +13,15 @@ use crate::native::keys::KeyMaterialSource;
 
 /// The key source the config asks for: an embedded key manager, or a remote key server; and
 /// the same keys' raw material for the native client service.
-pub fn key_source(config: &ServerConfig) -> anyhow::Result<(Arc<dyn KeySource>, KeyMaterialSource)> {
+pub fn key_source(
+    config: &ServerConfig,
+) -> anyhow::Result<(Arc<dyn KeySource>, KeyMaterialSource)> {
     if config.keyserver == "embedded" {
         let keys_dir = config.data_dir.join("keyserver");
-        let kms = InternalKms::open(&keys_dir.join("kms")).context("opening the embedded internal KMS")?;
-        let manager = KeyManager::open(&keys_dir.join("keys"), Arc::new(kms)).context("opening the embedded key manager")?;
+        let kms = InternalKms::open(&keys_dir.join("kms"))
+            .context("opening the embedded internal KMS")?;
+        let manager = KeyManager::open(&keys_dir.join("keys"), Arc::new(kms))
+            .context("opening the embedded key manager")?;
         let manager = Arc::new(manager);
         return Ok((manager.clone(), KeyMaterialSource::Embedded(manager)));
     }
@@ -30,13 +34,24 @@ pub fn key_source(config: &ServerConfig) -> anyhow::Result<(Arc<dyn KeySource>, 
 
 /// The namespace over the configured pools; new chunks go to the first pool.
 pub fn namespace(config: &ServerConfig, keys: Arc<dyn KeySource>) -> anyhow::Result<Namespace> {
-    let pools = config
-        .pools
-        .iter()
-        .map(|pool| (PoolName(pool.name.clone()), config.pool_dir(pool), pool.device_class));
+    let pools = config.pools.iter().map(|pool| {
+        (
+            PoolName(pool.name.clone()),
+            config.pool_dir(pool),
+            pool.device_class,
+        )
+    });
     let store = FsChunkStore::open(pools).context("opening chunk pools")?;
-    let first = config.pools.first().context("config needs at least one pool")?;
-    let chunks = ChunkService::new(Arc::new(store), Placement { pool: PoolName(first.name.clone()) });
+    let first = config
+        .pools
+        .first()
+        .context("config needs at least one pool")?;
+    let chunks = ChunkService::new(
+        Arc::new(store),
+        Placement {
+            pool: PoolName(first.name.clone()),
+        },
+    );
     let mut namespace_config = NamespaceConfig::new(config.data_dir.join("shards"));
     namespace_config.chunk_size = config.chunk_size_bytes;
     Namespace::new(namespace_config, keys, chunks).context("namespace configuration")

@@ -14,9 +14,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
+    TimeOrNow, WriteFlags,
 };
 use kiseki_client::{
     AttrUpdate, Caller, ChannelSecurity, Client, ClientOptions, GrpcOptions, GrpcTransport,
@@ -105,6 +106,29 @@ struct Args {
 const TTL: Duration = Duration::from_secs(1);
 /// Largest write the kernel sends in one request.
 const WRITE_BYTES_MAX: u32 = 1024 * 1024;
+
+/// Kernel read-ahead of the mount. The kernel starts a FUSE mount's read-ahead at 128 KiB (its
+/// default, which also caps what INIT may ask for); a larger window, set through sysfs once
+/// the mount is up, lets sequential reads arrive as 1 MiB requests with several in flight.
+const READAHEAD_KIB: u32 = 4096;
+
+/// Sets the mount's read-ahead window (best effort: needs write access to sysfs).
+fn raise_readahead(mount_point: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    // A stat waits for the kernel's INIT exchange, which would otherwise reset the window.
+    let Ok(meta) = std::fs::metadata(mount_point) else {
+        return;
+    };
+    let dev = meta.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    if let Err(error) = std::fs::write(&path, READAHEAD_KIB.to_string()) {
+        tracing::debug!(%error, path, "could not raise the read-ahead window");
+    }
+}
 
 /// The one place a namespace error becomes an errno.
 fn errno(error: &NamespaceError) -> Errno {
@@ -229,6 +253,9 @@ impl Filesystem for KisekiFs {
         let _ = config.set_max_readahead(WRITE_BYTES_MAX);
         // The kernel refreshes attributes before reads and drops pages whose mtime changed.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // Listings carry attributes (READDIRPLUS): `ls -l` costs one round trip per page of
+        // entries, not one per entry.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -527,6 +554,49 @@ impl Filesystem for KisekiFs {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut index = offset as usize;
+        loop {
+            let entries = match self.run(self.client.read_dir(fh.0, index, 256)) {
+                Ok(entries) => entries,
+                Err(error) => return reply.error(error),
+            };
+            if entries.is_empty() {
+                return reply.ok();
+            }
+            for entry in entries {
+                index += 1;
+                // "." and ".." (and entries listed without attributes) come from the cache.
+                let node = match entry.node {
+                    Some(node) => node,
+                    None => match self.run(self.client.getattr(entry.inode)) {
+                        Ok(node) => node,
+                        Err(error) => return reply.error(error),
+                    },
+                };
+                let attr = file_attr(&node);
+                let full = reply.add(
+                    INodeNo(entry.inode.0),
+                    index as u64,
+                    &entry.name,
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                );
+                if full {
+                    return reply.ok();
+                }
+            }
+        }
+    }
+
     fn releasedir(
         &self,
         _request: &Request,
@@ -613,6 +683,22 @@ impl Filesystem for KisekiFs {
             Ok(None) => reply.error(Errno::ENODATA),
             Err(error) => reply.error(error),
         }
+    }
+
+    /// No ioctl applies to a Kiseki file: answer ENOTTY (what a regular file says to the
+    /// `TCGETS` that every buffered `open` in Python or C++ sends) without a log line per file.
+    fn ioctl(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn listxattr(&self, _request: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -810,6 +896,7 @@ fn main() -> anyhow::Result<()> {
         let _ = done_sender.send(());
         result
     });
+    raise_readahead(&mount_point);
     println!(
         "kiseki-client-fuse: tenant {tenant} mounted at {} (server {})",
         mount_point.display(),

@@ -51,9 +51,9 @@ impl BatchBudget {
 fn extent_count(delta: &Delta) -> usize {
     match delta {
         Delta::Write { extents, .. } | Delta::Append { extents, .. } => extents.len(),
-        Delta::PutFile { content, .. } | Delta::PutObject { content, .. } | Delta::PutPart { content, .. } => {
-            content.extents.len()
-        }
+        Delta::PutFile { content, .. }
+        | Delta::PutObject { content, .. }
+        | Delta::PutPart { content, .. } => content.extents.len(),
         _ => 0,
     }
 }

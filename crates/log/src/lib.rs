@@ -56,7 +56,9 @@ mod state_machine;
 mod type_config;
 
 pub use batch::DeltaBatch;
-pub use delta::{Applied, AttrChanges, Delta, DeltaOutcome, NewNode, ObjectWrite, Owner, PutCondition};
+pub use delta::{
+    Applied, AttrChanges, Delta, DeltaOutcome, NewNode, ObjectWrite, Owner, PutCondition,
+};
 pub use error::LogError;
 pub use log_store::{LogReader, LogStore};
 pub use metrics::ShardLogMetrics;

@@ -8,7 +8,10 @@ use kiseki_types::{ErrorKind, NamespaceError};
 /// Checks a single directory entry name.
 pub fn validate_name(name: &str) -> Result<(), NamespaceError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(NamespaceError::new(ErrorKind::InvalidArgument, format!("invalid name {name:?}")));
+        return Err(NamespaceError::new(
+            ErrorKind::InvalidArgument,
+            format!("invalid name {name:?}"),
+        ));
     }
     if name.len() > NAME_BYTES_MAX {
         return Err(NamespaceError::new(
@@ -27,7 +30,11 @@ pub fn split_path(path: &str) -> Result<Vec<String>, NamespaceError> {
             format!("path of {} bytes exceeds {PATH_BYTES_MAX}", path.len()),
         ));
     }
-    let components: Vec<String> = path.split('/').filter(|part| !part.is_empty()).map(str::to_owned).collect();
+    let components: Vec<String> = path
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .map(str::to_owned)
+        .collect();
     for component in &components {
         validate_name(component)?;
     }
@@ -59,9 +66,16 @@ mod tests {
     fn names_are_checked() {
         assert!(validate_name("a.txt").is_ok());
         for bad in ["", ".", "..", "a/b", "a\0b"] {
-            assert_eq!(validate_name(bad).unwrap_err().kind, ErrorKind::InvalidArgument, "{bad:?}");
+            assert_eq!(
+                validate_name(bad).unwrap_err().kind,
+                ErrorKind::InvalidArgument,
+                "{bad:?}"
+            );
         }
-        assert_eq!(validate_name(&"x".repeat(256)).unwrap_err().kind, ErrorKind::NameTooLong);
+        assert_eq!(
+            validate_name(&"x".repeat(256)).unwrap_err().kind,
+            ErrorKind::NameTooLong
+        );
     }
 
     #[test]

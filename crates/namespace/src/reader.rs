@@ -20,7 +20,11 @@ const CHUNKS_READ_AHEAD: usize = 1;
 
 enum Piece {
     Hole(u64),
-    Data { chunk: ChunkId, start: usize, len: usize },
+    Data {
+        chunk: ChunkId,
+        start: usize,
+        len: usize,
+    },
 }
 
 type Fetch = JoinHandle<Result<Bytes, kiseki_chunk::ChunkError>>;
@@ -65,7 +69,16 @@ impl RangeReader {
             pieces.push_back(Piece::Hole(end - position));
         }
         let remaining = end.saturating_sub(offset);
-        RangeReader { tenant, chunks, keyring, label, pieces, fetches: VecDeque::new(), last: None, remaining }
+        RangeReader {
+            tenant,
+            chunks,
+            keyring,
+            label,
+            pieces,
+            fetches: VecDeque::new(),
+            last: None,
+            remaining,
+        }
     }
 
     /// Bytes still to come.
@@ -86,9 +99,15 @@ impl RangeReader {
                 Ok(Bytes::from(vec![0u8; now as usize]))
             }
             Piece::Data { chunk, start, len } => self.chunk(chunk).await.and_then(|plaintext| {
-                plaintext.get(start..start + len).map(|_| plaintext.slice(start..start + len)).ok_or_else(|| {
-                    NamespaceError::new(ErrorKind::Corrupt, format!("{}: chunk {chunk} is shorter than its extent", self.label))
-                })
+                plaintext
+                    .get(start..start + len)
+                    .map(|_| plaintext.slice(start..start + len))
+                    .ok_or_else(|| {
+                        NamespaceError::new(
+                            ErrorKind::Corrupt,
+                            format!("{}: chunk {chunk} is shorter than its extent", self.label),
+                        )
+                    })
             }),
         };
         if let Ok(bytes) = &bytes {
@@ -116,7 +135,9 @@ impl RangeReader {
         }
         self.schedule_fetches(id);
         let fetched = match self.fetches.pop_front() {
-            Some((_, fetch)) => fetch.await.unwrap_or_else(|error| Err(kiseki_chunk::ChunkError::Task(error.to_string()))),
+            Some((_, fetch)) => fetch
+                .await
+                .unwrap_or_else(|error| Err(kiseki_chunk::ChunkError::Task(error.to_string()))),
             None => Err(kiseki_chunk::ChunkError::Task("no fetch scheduled".into())),
         };
         let bytes = fetched.map_err(|error| from_chunk_error(error, &self.label))?;
@@ -153,8 +174,13 @@ impl RangeReader {
     }
 
     fn spawn_fetch(&self, id: ChunkId) -> Fetch {
-        let (tenant, chunks, keyring) = (self.tenant, self.chunks.clone(), Arc::clone(&self.keyring));
-        tokio::spawn(async move { chunks.read(tenant, id, &|epoch| keyring.epoch(epoch).ok()).await })
+        let (tenant, chunks, keyring) =
+            (self.tenant, self.chunks.clone(), Arc::clone(&self.keyring));
+        tokio::spawn(async move {
+            chunks
+                .read(tenant, id, &|epoch| keyring.epoch(epoch).ok())
+                .await
+        })
     }
 }
 

@@ -27,7 +27,11 @@ pub struct NamespaceConfig {
 impl NamespaceConfig {
     /// Default tunables with shard logs under `shards_dir`.
     pub fn new(shards_dir: PathBuf) -> Self {
-        NamespaceConfig { shards_dir, chunk_size: CHUNK_SIZE_BYTES_DEFAULT, log: ShardLogOptions::default() }
+        NamespaceConfig {
+            shards_dir,
+            chunk_size: CHUNK_SIZE_BYTES_DEFAULT,
+            log: ShardLogOptions::default(),
+        }
     }
 }
 
@@ -41,14 +45,26 @@ pub struct Namespace {
 
 impl Namespace {
     /// A registry over `chunks` with keys from `keys`.
-    pub fn new(config: NamespaceConfig, keys: Arc<dyn KeySource>, chunks: ChunkService) -> Result<Self, NamespaceError> {
+    pub fn new(
+        config: NamespaceConfig,
+        keys: Arc<dyn KeySource>,
+        chunks: ChunkService,
+    ) -> Result<Self, NamespaceError> {
         if !(CHUNK_SIZE_BYTES_MIN..=CHUNK_SIZE_BYTES_MAX).contains(&config.chunk_size) {
             return Err(NamespaceError::new(
                 ErrorKind::InvalidArgument,
-                format!("chunk size {} outside {CHUNK_SIZE_BYTES_MIN}..={CHUNK_SIZE_BYTES_MAX}", config.chunk_size),
+                format!(
+                    "chunk size {} outside {CHUNK_SIZE_BYTES_MIN}..={CHUNK_SIZE_BYTES_MAX}",
+                    config.chunk_size
+                ),
             ));
         }
-        Ok(Namespace { config, keys, chunks, tenants: tokio::sync::Mutex::new(HashMap::new()) })
+        Ok(Namespace {
+            config,
+            keys,
+            chunks,
+            tenants: tokio::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     /// The namespace of `tenant`, opening its shard (and creating its keys) on first use.
@@ -58,8 +74,15 @@ impl Namespace {
             return Ok(Arc::clone(namespace));
         }
         let what = format!("tenant {tenant}");
-        self.keys.ensure_tenant(tenant).await.map_err(|error| from_key_error(error, &what))?;
-        let keyring = self.keys.keyring(tenant).await.map_err(|error| from_key_error(error, &what))?;
+        self.keys
+            .ensure_tenant(tenant)
+            .await
+            .map_err(|error| from_key_error(error, &what))?;
+        let keyring = self
+            .keys
+            .keyring(tenant)
+            .await
+            .map_err(|error| from_key_error(error, &what))?;
         let shard = ShardId { tenant, index: 0 };
         let view = Arc::new(RwLock::new(NamespaceView::new(shard.index)));
         let dir = self.config.shards_dir.join(shard.to_string());
@@ -85,7 +108,13 @@ impl Namespace {
 
     /// Stops every shard log after the writes in flight are answered.
     pub async fn shutdown(&self) {
-        let tenants: Vec<_> = self.tenants.lock().await.drain().map(|(_, namespace)| namespace).collect();
+        let tenants: Vec<_> = self
+            .tenants
+            .lock()
+            .await
+            .drain()
+            .map(|(_, namespace)| namespace)
+            .collect();
         for namespace in tenants {
             namespace.shutdown().await;
         }

@@ -12,7 +12,9 @@ use kiseki_types::{Attributes, ErrorKind, InodeId, NamespaceError, TenantId, Tim
 
 use crate::error::from_log_error;
 use crate::names::{split_path, validate_name};
-use crate::{ChunkWriter, DirectoryEntry, ListPage, ListRequest, NamespaceView, RangeReader, WrittenData};
+use crate::{
+    ChunkWriter, DirectoryEntry, ListPage, ListRequest, NamespaceView, RangeReader, WrittenData,
+};
 
 /// The namespace of one tenant. Cheap to share (`Arc`); every method is safe to call concurrently.
 pub struct TenantNamespace {
@@ -33,7 +35,14 @@ impl TenantNamespace {
         chunks: ChunkService,
         chunk_size: usize,
     ) -> Self {
-        TenantNamespace { tenant, view, log: tokio::sync::RwLock::new(Some(log)), keyring, chunks, chunk_size }
+        TenantNamespace {
+            tenant,
+            view,
+            log: tokio::sync::RwLock::new(Some(log)),
+            keyring,
+            chunks,
+            chunk_size,
+        }
     }
 
     /// The tenant this namespace belongs to.
@@ -49,7 +58,9 @@ impl TenantNamespace {
     pub(crate) fn view(&self) -> RwLockReadGuard<'_, NamespaceView> {
         // A panic while applying would leave the view poisoned; the data is still the last
         // consistent state, since deltas are applied whole.
-        self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.view
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn chunk_service(&self) -> ChunkService {
@@ -60,15 +71,28 @@ impl TenantNamespace {
         Arc::clone(&self.keyring)
     }
 
-    pub(crate) async fn propose(&self, delta: Delta, what: &str) -> Result<InodeId, NamespaceError> {
+    pub(crate) async fn propose(
+        &self,
+        delta: Delta,
+        what: &str,
+    ) -> Result<InodeId, NamespaceError> {
         let log = self.log.read().await;
-        let log = log
-            .as_ref()
-            .ok_or_else(|| NamespaceError::new(ErrorKind::Unavailable, format!("{what}: namespace is shutting down")))?;
-        let applied = log.propose(delta).await.map_err(|error| from_log_error(error, what))??;
-        applied
-            .inode
-            .ok_or_else(|| NamespaceError::new(ErrorKind::Unavailable, format!("{what}: delta applied without a node")))
+        let log = log.as_ref().ok_or_else(|| {
+            NamespaceError::new(
+                ErrorKind::Unavailable,
+                format!("{what}: namespace is shutting down"),
+            )
+        })?;
+        let applied = log
+            .propose(delta)
+            .await
+            .map_err(|error| from_log_error(error, what))??;
+        applied.inode.ok_or_else(|| {
+            NamespaceError::new(
+                ErrorKind::Unavailable,
+                format!("{what}: delta applied without a node"),
+            )
+        })
     }
 
     pub(crate) async fn shutdown(&self) {
@@ -95,7 +119,11 @@ impl TenantNamespace {
     }
 
     /// The node named `name` in `parent`, with its attributes.
-    pub fn lookup(&self, parent: InodeId, name: &str) -> Result<(InodeId, Attributes), NamespaceError> {
+    pub fn lookup(
+        &self,
+        parent: InodeId,
+        name: &str,
+    ) -> Result<(InodeId, Attributes), NamespaceError> {
         let view = self.view();
         let inode = view.lookup(parent, name)?;
         Ok((inode, view.attributes(inode)?))
@@ -107,7 +135,12 @@ impl TenantNamespace {
     }
 
     /// Up to `limit` entries of `dir` after cursor `after` (see [`DirectoryEntry::cursor`]).
-    pub fn read_directory(&self, dir: InodeId, after: Option<&str>, limit: usize) -> Result<Vec<DirectoryEntry>, NamespaceError> {
+    pub fn read_directory(
+        &self,
+        dir: InodeId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirectoryEntry>, NamespaceError> {
         self.view().read_directory(dir, after, limit)
     }
 
@@ -122,13 +155,21 @@ impl TenantNamespace {
     }
 
     /// The user metadata (xattrs / x-amz-meta) of a node.
-    pub fn user_metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>, NamespaceError> {
+    pub fn user_metadata(
+        &self,
+        inode: InodeId,
+    ) -> Result<BTreeMap<String, Vec<u8>>, NamespaceError> {
         self.view().user_metadata(inode)
     }
 
     /// A streaming reader of `len` bytes at `offset` of file `inode`, over the file's content as
     /// of this call (a concurrent replace does not tear the read).
-    pub fn read(&self, inode: InodeId, offset: u64, len: u64) -> Result<RangeReader, NamespaceError> {
+    pub fn read(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeReader, NamespaceError> {
         let composition = self.view().composition(inode)?;
         Ok(RangeReader::new(
             self.tenant,
@@ -142,7 +183,12 @@ impl TenantNamespace {
     }
 
     /// A streaming reader of the file at `path`; errors name the path.
-    pub fn read_path(&self, path: &str, offset: u64, len: u64) -> Result<RangeReader, NamespaceError> {
+    pub fn read_path(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeReader, NamespaceError> {
         let view = self.view();
         let composition = view.composition(view.resolve(&split_path(path)?)?)?;
         Ok(RangeReader::new(
@@ -161,29 +207,79 @@ impl TenantNamespace {
     /// A streaming writer of new content; commit its result with [`Self::put_file`],
     /// [`Self::write_at`] or [`Self::append`].
     pub fn writer(&self) -> ChunkWriter {
-        ChunkWriter::new(self.tenant, self.chunks.clone(), Arc::clone(&self.keyring), self.chunk_size)
+        ChunkWriter::new(
+            self.tenant,
+            self.chunks.clone(),
+            Arc::clone(&self.keyring),
+            self.chunk_size,
+        )
     }
 
     /// Creates an empty file (`exclusive`: fail if the name exists; otherwise an existing file
     /// is returned).
-    pub async fn create(&self, owner: Owner, parent: InodeId, name: &str, mode: u32, exclusive: bool) -> Result<InodeId, NamespaceError> {
+    pub async fn create(
+        &self,
+        owner: Owner,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+        exclusive: bool,
+    ) -> Result<InodeId, NamespaceError> {
         validate_name(name)?;
-        let delta = Delta::Create { parent, name: name.into(), node: NewNode::File, mode, owner, exclusive, time: Timestamp::now() };
+        let delta = Delta::Create {
+            parent,
+            name: name.into(),
+            node: NewNode::File,
+            mode,
+            owner,
+            exclusive,
+            time: Timestamp::now(),
+        };
         self.propose(delta, &format!("create {name:?}")).await
     }
 
     /// Creates a directory.
-    pub async fn mkdir(&self, owner: Owner, parent: InodeId, name: &str, mode: u32) -> Result<InodeId, NamespaceError> {
+    pub async fn mkdir(
+        &self,
+        owner: Owner,
+        parent: InodeId,
+        name: &str,
+        mode: u32,
+    ) -> Result<InodeId, NamespaceError> {
         validate_name(name)?;
-        let delta = Delta::Create { parent, name: name.into(), node: NewNode::Directory, mode, owner, exclusive: true, time: Timestamp::now() };
+        let delta = Delta::Create {
+            parent,
+            name: name.into(),
+            node: NewNode::Directory,
+            mode,
+            owner,
+            exclusive: true,
+            time: Timestamp::now(),
+        };
         self.propose(delta, &format!("mkdir {name:?}")).await
     }
 
     /// Creates a symlink to `target`.
-    pub async fn symlink(&self, owner: Owner, parent: InodeId, name: &str, target: &str) -> Result<InodeId, NamespaceError> {
+    pub async fn symlink(
+        &self,
+        owner: Owner,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+    ) -> Result<InodeId, NamespaceError> {
         validate_name(name)?;
-        let node = NewNode::Symlink { target: target.into() };
-        let delta = Delta::Create { parent, name: name.into(), node, mode: 0o777, owner, exclusive: true, time: Timestamp::now() };
+        let node = NewNode::Symlink {
+            target: target.into(),
+        };
+        let delta = Delta::Create {
+            parent,
+            name: name.into(),
+            node,
+            mode: 0o777,
+            owner,
+            exclusive: true,
+            time: Timestamp::now(),
+        };
         self.propose(delta, &format!("symlink {name:?}")).await
     }
 
@@ -197,29 +293,85 @@ impl TenantNamespace {
         user_metadata: BTreeMap<String, Vec<u8>>,
     ) -> Result<InodeId, NamespaceError> {
         let components = split_path(path)?;
-        let content = kiseki_types::Composition { size: data.size, extents: data.extents };
-        let delta = Delta::PutFile { path: components, content, user_metadata, mode: 0o644, owner, time: Timestamp::now() };
+        let content = kiseki_types::Composition {
+            size: data.size,
+            extents: data.extents,
+        };
+        let delta = Delta::PutFile {
+            path: components,
+            content,
+            user_metadata,
+            mode: 0o644,
+            owner,
+            time: Timestamp::now(),
+        };
         self.propose(delta, &format!("put {path:?}")).await
     }
 
     /// Places `data` at `offset` of file `inode` (a positional write).
-    pub async fn write_at(&self, inode: InodeId, offset: u64, data: WrittenData) -> Result<(), NamespaceError> {
-        let extents = data.extents.into_iter().map(|extent| kiseki_types::Extent { file_offset: extent.file_offset + offset, ..extent }).collect();
-        self.propose(Delta::Write { inode, extents, time: Timestamp::now() }, &format!("write {inode}")).await.map(drop)
+    pub async fn write_at(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        data: WrittenData,
+    ) -> Result<(), NamespaceError> {
+        let extents = data
+            .extents
+            .into_iter()
+            .map(|extent| kiseki_types::Extent {
+                file_offset: extent.file_offset + offset,
+                ..extent
+            })
+            .collect();
+        self.propose(
+            Delta::Write {
+                inode,
+                extents,
+                time: Timestamp::now(),
+            },
+            &format!("write {inode}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// Appends `data` at the end of file `inode`, atomically with respect to other appends.
     pub async fn append(&self, inode: InodeId, data: WrittenData) -> Result<(), NamespaceError> {
-        self.propose(Delta::Append { inode, extents: data.extents, time: Timestamp::now() }, &format!("append {inode}")).await.map(drop)
+        self.propose(
+            Delta::Append {
+                inode,
+                extents: data.extents,
+                time: Timestamp::now(),
+            },
+            &format!("append {inode}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// Cuts or extends file `inode` to `size`.
     pub async fn truncate(&self, inode: InodeId, size: u64) -> Result<(), NamespaceError> {
-        self.propose(Delta::Truncate { inode, size, time: Timestamp::now() }, &format!("truncate {inode}")).await.map(drop)
+        self.propose(
+            Delta::Truncate {
+                inode,
+                size,
+                time: Timestamp::now(),
+            },
+            &format!("truncate {inode}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// Renames atomically, replacing a compatible target unless `no_replace`.
-    pub async fn rename(&self, from_parent: InodeId, from_name: &str, to_parent: InodeId, to_name: &str, no_replace: bool) -> Result<(), NamespaceError> {
+    pub async fn rename(
+        &self,
+        from_parent: InodeId,
+        from_name: &str,
+        to_parent: InodeId,
+        to_name: &str,
+        no_replace: bool,
+    ) -> Result<(), NamespaceError> {
         validate_name(to_name)?;
         let delta = Delta::Rename {
             from_parent,
@@ -229,35 +381,91 @@ impl TenantNamespace {
             no_replace,
             time: Timestamp::now(),
         };
-        self.propose(delta, &format!("rename {from_name:?} to {to_name:?}")).await.map(drop)
+        self.propose(delta, &format!("rename {from_name:?} to {to_name:?}"))
+            .await
+            .map(drop)
     }
 
     /// Removes a file or symlink name.
     pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<(), NamespaceError> {
-        self.propose(Delta::Unlink { parent, name: name.into(), time: Timestamp::now() }, &format!("unlink {name:?}")).await.map(drop)
+        self.propose(
+            Delta::Unlink {
+                parent,
+                name: name.into(),
+                time: Timestamp::now(),
+            },
+            &format!("unlink {name:?}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, parent: InodeId, name: &str) -> Result<(), NamespaceError> {
-        self.propose(Delta::Rmdir { parent, name: name.into(), time: Timestamp::now() }, &format!("rmdir {name:?}")).await.map(drop)
+        self.propose(
+            Delta::Rmdir {
+                parent,
+                name: name.into(),
+                time: Timestamp::now(),
+            },
+            &format!("rmdir {name:?}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// Adds a hard link `new_parent/new_name` to file `inode`.
-    pub async fn link(&self, inode: InodeId, new_parent: InodeId, new_name: &str) -> Result<(), NamespaceError> {
+    pub async fn link(
+        &self,
+        inode: InodeId,
+        new_parent: InodeId,
+        new_name: &str,
+    ) -> Result<(), NamespaceError> {
         validate_name(new_name)?;
-        let delta = Delta::Link { inode, new_parent, new_name: new_name.into(), time: Timestamp::now() };
-        self.propose(delta, &format!("link {new_name:?}")).await.map(drop)
+        let delta = Delta::Link {
+            inode,
+            new_parent,
+            new_name: new_name.into(),
+            time: Timestamp::now(),
+        };
+        self.propose(delta, &format!("link {new_name:?}"))
+            .await
+            .map(drop)
     }
 
     /// Changes mode, owner or times.
-    pub async fn set_attributes(&self, inode: InodeId, changes: AttrChanges) -> Result<Attributes, NamespaceError> {
-        self.propose(Delta::SetAttr { inode, changes, time: Timestamp::now() }, &format!("setattr {inode}")).await?;
+    pub async fn set_attributes(
+        &self,
+        inode: InodeId,
+        changes: AttrChanges,
+    ) -> Result<Attributes, NamespaceError> {
+        self.propose(
+            Delta::SetAttr {
+                inode,
+                changes,
+                time: Timestamp::now(),
+            },
+            &format!("setattr {inode}"),
+        )
+        .await?;
         self.attributes(inode)
     }
 
     /// Sets (`Some`) or removes (`None`) one user-metadata entry.
-    pub async fn set_user_metadata(&self, inode: InodeId, key: &str, value: Option<Vec<u8>>) -> Result<(), NamespaceError> {
-        let delta = Delta::SetUserMetadata { inode, key: key.into(), value, time: Timestamp::now() };
-        self.propose(delta, &format!("set metadata {key:?} on {inode}")).await.map(drop)
+    pub async fn set_user_metadata(
+        &self,
+        inode: InodeId,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), NamespaceError> {
+        let delta = Delta::SetUserMetadata {
+            inode,
+            key: key.into(),
+            value,
+            time: Timestamp::now(),
+        };
+        self.propose(delta, &format!("set metadata {key:?} on {inode}"))
+            .await
+            .map(drop)
     }
 }

@@ -9,7 +9,10 @@ use kiseki_crypto::{InternalKms, KeyManager};
 use kiseki_log::ShardLogOptions;
 use kiseki_namespace::{Namespace, NamespaceConfig, Owner};
 
-pub const OWNER: Owner = Owner { uid: 1000, gid: 1000 };
+pub const OWNER: Owner = Owner {
+    uid: 1000,
+    gid: 1000,
+};
 pub const CHUNK_SIZE: u32 = 64 * 1024;
 
 pub fn pool() -> PoolName {
@@ -24,11 +27,15 @@ pub fn chunks_dir(root: &Path) -> PathBuf {
 pub fn open_namespace(root: &Path, entries_per_snapshot: u64) -> (Namespace, Arc<FsChunkStore>) {
     let kms = Arc::new(InternalKms::open(&root.join("kms")).unwrap());
     let keys = Arc::new(KeyManager::open(&root.join("keys"), kms).unwrap());
-    let store = Arc::new(FsChunkStore::open([(pool(), chunks_dir(root), DeviceClass::FastNvme)]).unwrap());
+    let store =
+        Arc::new(FsChunkStore::open([(pool(), chunks_dir(root), DeviceClass::FastNvme)]).unwrap());
     let chunks = ChunkService::new(Arc::clone(&store) as _, Placement { pool: pool() });
     let mut config = NamespaceConfig::new(root.join("shards"));
     config.chunk_size = CHUNK_SIZE;
-    config.log = ShardLogOptions { entries_per_snapshot, ..ShardLogOptions::default() };
+    config.log = ShardLogOptions {
+        entries_per_snapshot,
+        ..ShardLogOptions::default()
+    };
     (Namespace::new(config, keys, chunks).unwrap(), store)
 }
 

@@ -33,7 +33,9 @@ fn file_path(n: u64) -> String {
 /// The child: writes until killed. Does nothing when run as an ordinary test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_writer_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR_VARIABLE) else { return };
+    let Ok(dir) = std::env::var(CHILD_DIR_VARIABLE) else {
+        return;
+    };
     let (namespace, _) = open_namespace(std::path::Path::new(&dir), 64);
     let tenant = namespace.tenant(TenantId(1)).await.unwrap();
     println!("READY");
@@ -46,7 +48,10 @@ async fn crash_writer_child() {
                 let mut stream = tenant.writer();
                 stream.write(&content(n, file_len(n))).await.unwrap();
                 let written = stream.finish().await.unwrap();
-                tenant.put_file(OWNER, &file_path(n), written, BTreeMap::new()).await.unwrap();
+                tenant
+                    .put_file(OWNER, &file_path(n), written, BTreeMap::new())
+                    .await
+                    .unwrap();
                 println!("ACK {n}");
             }
         }));
@@ -60,7 +65,12 @@ async fn crash_writer_child() {
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_VARIABLE, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -78,8 +88,12 @@ async fn acknowledged_writes_survive_kill_9() {
             } else if let Some(n) = line.strip_prefix("ACK ") {
                 acknowledged.push(n.parse::<u64>().unwrap());
             }
-            let writing_long_enough = ready_at.is_some_and(|at| at.elapsed() > Duration::from_millis(1500));
-            if writing_long_enough || acknowledged.len() >= ACKNOWLEDGED_BEFORE_KILL || started.elapsed() > Duration::from_secs(60) {
+            let writing_long_enough =
+                ready_at.is_some_and(|at| at.elapsed() > Duration::from_millis(1500));
+            if writing_long_enough
+                || acknowledged.len() >= ACKNOWLEDGED_BEFORE_KILL
+                || started.elapsed() > Duration::from_secs(60)
+            {
                 break;
             }
         }
@@ -89,24 +103,46 @@ async fn acknowledged_writes_survive_kill_9() {
     // SIGKILL by pid: no chance to flush or shut down.
     unsafe_free_kill(child.id());
     let _ = child.wait();
-    assert!(acknowledged.len() > 20, "the child acknowledged only {} writes", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "the child acknowledged only {} writes",
+        acknowledged.len()
+    );
 
     let (namespace, _) = open_namespace(dir.path(), 64);
     let tenant = namespace.tenant(TenantId(1)).await.unwrap();
     for &n in &acknowledged {
-        let got = tenant.read_path(&file_path(n), 0, u64::MAX).unwrap().read_to_end().await.unwrap();
-        assert!(got == content(n, file_len(n)), "acknowledged file {n} differs after the crash");
+        let got = tenant
+            .read_path(&file_path(n), 0, u64::MAX)
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
+        assert!(
+            got == content(n, file_len(n)),
+            "acknowledged file {n} differs after the crash"
+        );
     }
     // Writes in flight at the kill may or may not be there, but never half-written.
     let mut visible = 0;
     let mut after: Option<String> = None;
     loop {
-        let request = ListRequest { prefix: "crash/", delimiter: None, start_after: after.as_deref(), max_entries: 1000 };
+        let request = ListRequest {
+            prefix: "crash/",
+            delimiter: None,
+            start_after: after.as_deref(),
+            max_entries: 1000,
+        };
         let page = tenant.list(request).unwrap();
         for entry in &page.entries {
             let key = entry.key();
             let n: u64 = key.rsplit("file-").next().unwrap().parse().unwrap();
-            let got = tenant.read_path(key, 0, u64::MAX).unwrap().read_to_end().await.unwrap();
+            let got = tenant
+                .read_path(key, 0, u64::MAX)
+                .unwrap()
+                .read_to_end()
+                .await
+                .unwrap();
             assert!(got == content(n, file_len(n)), "visible file {key} is torn");
             visible += 1;
         }
@@ -116,12 +152,18 @@ async fn acknowledged_writes_survive_kill_9() {
         }
     }
     assert!(visible >= acknowledged.len());
-    println!("{} acknowledged, {visible} visible after kill -9", acknowledged.len());
+    println!(
+        "{} acknowledged, {visible} visible after kill -9",
+        acknowledged.len()
+    );
     namespace.shutdown().await;
 }
 
 fn unsafe_free_kill(pid: u32) {
-    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -133,8 +175,14 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).status();
-        assert!(matches!(status, Ok(status) if status.success()), "mounting a tmpfs needs root (the test command runs as root)");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        assert!(
+            matches!(status, Ok(status) if status.success()),
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
         SmallDisk { dir }
     }
 }
@@ -158,7 +206,9 @@ async fn a_full_disk_fails_writes_clearly_and_keeps_serving_reads() {
         let result = async {
             writer.write(&data).await?;
             let written = writer.finish().await?;
-            tenant.put_file(OWNER, &format!("full/{n}"), written, BTreeMap::new()).await
+            tenant
+                .put_file(OWNER, &format!("full/{n}"), written, BTreeMap::new())
+                .await
         }
         .await;
         match result {
@@ -173,10 +223,18 @@ async fn a_full_disk_fails_writes_clearly_and_keeps_serving_reads() {
     assert_eq!(failure.kind, ErrorKind::NoSpace, "{failure}");
     assert!(!kept.is_empty());
     for (n, data) in &kept {
-        let got = tenant.read_path(&format!("full/{n}"), 0, u64::MAX).unwrap().read_to_end().await.unwrap();
+        let got = tenant
+            .read_path(&format!("full/{n}"), 0, u64::MAX)
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
         assert!(&got == data, "file {n} unreadable after the disk filled");
     }
     // Metadata-only changes still go through while the chunk pool is full.
-    tenant.mkdir(OWNER, kiseki_types::InodeId::ROOT, "still-works", 0o755).await.unwrap();
+    tenant
+        .mkdir(OWNER, kiseki_types::InodeId::ROOT, "still-works", 0o755)
+        .await
+        .unwrap();
     namespace.shutdown().await;
 }

@@ -15,7 +15,10 @@ async fn put(namespace: &TenantNamespace, path: &str, data: &[u8]) -> InodeId {
         writer.write(piece).await.unwrap();
     }
     let written = writer.finish().await.unwrap();
-    namespace.put_file(OWNER, path, written, BTreeMap::new()).await.unwrap()
+    namespace
+        .put_file(OWNER, path, written, BTreeMap::new())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -27,10 +30,26 @@ async fn streaming_write_then_range_reads_return_the_exact_bytes() {
     let inode = put(&tenant, "bucket/dir/file.bin", &data).await;
     assert_eq!(tenant.attributes(inode).unwrap().size, data.len() as u64);
 
-    let whole = tenant.read(inode, 0, u64::MAX).unwrap().read_to_end().await.unwrap();
+    let whole = tenant
+        .read(inode, 0, u64::MAX)
+        .unwrap()
+        .read_to_end()
+        .await
+        .unwrap();
     assert_eq!(whole, data);
-    for (offset, len) in [(0u64, 1u64), (65_535, 2), (100_000, 200_000), (data.len() as u64 - 3, 100), (data.len() as u64 + 5, 10)] {
-        let got = tenant.read(inode, offset, len).unwrap().read_to_end().await.unwrap();
+    for (offset, len) in [
+        (0u64, 1u64),
+        (65_535, 2),
+        (100_000, 200_000),
+        (data.len() as u64 - 3, 100),
+        (data.len() as u64 + 5, 10),
+    ] {
+        let got = tenant
+            .read(inode, offset, len)
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
         let start = (offset as usize).min(data.len());
         let end = (offset + len).min(data.len() as u64) as usize;
         assert_eq!(got, &data[start..end], "range {offset}+{len}");
@@ -43,29 +62,53 @@ async fn append_positional_write_and_truncate_compose() {
     let dir = tempfile::tempdir().unwrap();
     let (namespace, _) = open_namespace(dir.path(), 10_000);
     let tenant = namespace.tenant(TenantId(1)).await.unwrap();
-    let dir_inode = tenant.mkdir(OWNER, InodeId::ROOT, "d", 0o755).await.unwrap();
-    let file = tenant.create(OWNER, dir_inode, "f", 0o644, true).await.unwrap();
-    assert_eq!(tenant.create(OWNER, dir_inode, "f", 0o644, true).await.unwrap_err().kind, ErrorKind::AlreadyExists);
+    let dir_inode = tenant
+        .mkdir(OWNER, InodeId::ROOT, "d", 0o755)
+        .await
+        .unwrap();
+    let file = tenant
+        .create(OWNER, dir_inode, "f", 0o644, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        tenant
+            .create(OWNER, dir_inode, "f", 0o644, true)
+            .await
+            .unwrap_err()
+            .kind,
+        ErrorKind::AlreadyExists
+    );
 
     let mut expected = Vec::new();
     for round in 0..3u64 {
         let piece = content(round + 10, 70_000);
         let mut writer = tenant.writer();
         writer.write(&piece).await.unwrap();
-        tenant.append(file, writer.finish().await.unwrap()).await.unwrap();
+        tenant
+            .append(file, writer.finish().await.unwrap())
+            .await
+            .unwrap();
         expected.extend_from_slice(&piece);
     }
     let patch = content(99, 1000);
     let mut writer = tenant.writer();
     writer.write(&patch).await.unwrap();
-    tenant.write_at(file, 65_000, writer.finish().await.unwrap()).await.unwrap();
+    tenant
+        .write_at(file, 65_000, writer.finish().await.unwrap())
+        .await
+        .unwrap();
     expected[65_000..66_000].copy_from_slice(&patch);
     tenant.truncate(file, 150_000).await.unwrap();
     expected.truncate(150_000);
     tenant.truncate(file, 160_000).await.unwrap();
     expected.resize(160_000, 0);
 
-    let got = tenant.read(file, 0, u64::MAX).unwrap().read_to_end().await.unwrap();
+    let got = tenant
+        .read(file, 0, u64::MAX)
+        .unwrap()
+        .read_to_end()
+        .await
+        .unwrap();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "content differs from the byte model");
     namespace.shutdown().await;
@@ -85,23 +128,52 @@ async fn restart_rebuilds_the_view_from_snapshot_and_log() {
             expected.push(data);
         }
         let dir_inode = tenant.resolve("b").unwrap();
-        tenant.rename(dir_inode, "k000", dir_inode, "renamed", false).await.unwrap();
+        tenant
+            .rename(dir_inode, "k000", dir_inode, "renamed", false)
+            .await
+            .unwrap();
         tenant.unlink(dir_inode, "k001").await.unwrap();
         namespace.shutdown().await;
     }
     let (namespace, _) = open_namespace(dir.path(), 16);
     let tenant = namespace.tenant(TenantId(7)).await.unwrap();
     let metrics = tenant.log_metrics().await.unwrap();
-    assert!(metrics.snapshot_index.is_some(), "log was compacted behind a snapshot: {metrics:?}");
-    assert_eq!(tenant.resolve("b/k000").unwrap_err().kind, ErrorKind::NotFound);
-    assert_eq!(tenant.resolve("b/k001").unwrap_err().kind, ErrorKind::NotFound);
-    let renamed = tenant.read_path("b/renamed", 0, u64::MAX).unwrap().read_to_end().await.unwrap();
+    assert!(
+        metrics.snapshot_index.is_some(),
+        "log was compacted behind a snapshot: {metrics:?}"
+    );
+    assert_eq!(
+        tenant.resolve("b/k000").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        tenant.resolve("b/k001").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    let renamed = tenant
+        .read_path("b/renamed", 0, u64::MAX)
+        .unwrap()
+        .read_to_end()
+        .await
+        .unwrap();
     assert_eq!(renamed, expected[0]);
     for (i, data) in expected.iter().enumerate().skip(2) {
-        let got = tenant.read_path(&format!("b/k{i:03}"), 0, u64::MAX).unwrap().read_to_end().await.unwrap();
+        let got = tenant
+            .read_path(&format!("b/k{i:03}"), 0, u64::MAX)
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
         assert_eq!(&got, data, "key {i}");
     }
-    let page = tenant.list(ListRequest { prefix: "b/", delimiter: Some("/"), start_after: None, max_entries: 1000 }).unwrap();
+    let page = tenant
+        .list(ListRequest {
+            prefix: "b/",
+            delimiter: Some("/"),
+            start_after: None,
+            max_entries: 1000,
+        })
+        .unwrap();
     assert_eq!(page.entries.len(), 59);
     assert!(matches!(&page.entries[0], ListEntry::Object { key, .. } if key == "b/k002"));
     namespace.shutdown().await;
@@ -115,7 +187,10 @@ async fn a_corrupted_chunk_is_an_error_naming_the_object() {
     let data = content(5, 200_000);
     put(&tenant, "photos/cat.jpg", &data).await;
     let chunk_files = walk(&common::chunks_dir(dir.path()));
-    assert!(chunk_files.len() >= 4, "200 000 bytes make four 64 KiB chunks");
+    assert!(
+        chunk_files.len() >= 4,
+        "200 000 bytes make four 64 KiB chunks"
+    );
     // Flip one byte in the body of every chunk file: every read of the object must fail.
     for path in &chunk_files {
         let mut bytes = std::fs::read(path).unwrap();
@@ -123,9 +198,18 @@ async fn a_corrupted_chunk_is_an_error_naming_the_object() {
         bytes[middle] ^= 0x40;
         std::fs::write(path, bytes).unwrap();
     }
-    let error = tenant.read_path("photos/cat.jpg", 0, u64::MAX).unwrap().read_to_end().await.unwrap_err();
+    let error = tenant
+        .read_path("photos/cat.jpg", 0, u64::MAX)
+        .unwrap()
+        .read_to_end()
+        .await
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Corrupt);
-    assert!(error.message.contains("photos/cat.jpg"), "error names the object: {}", error.message);
+    assert!(
+        error.message.contains("photos/cat.jpg"),
+        "error names the object: {}",
+        error.message
+    );
     namespace.shutdown().await;
 }
 
@@ -137,14 +221,28 @@ async fn tenants_do_not_see_each_other() {
     let tenant_b = namespace.tenant(TenantId(2)).await.unwrap();
     let data = content(3, 1000);
     let inode = put(&tenant_a, "shared-name/file", &data).await;
-    assert_eq!(tenant_b.resolve("shared-name/file").unwrap_err().kind, ErrorKind::NotFound);
-    assert!(tenant_b.list(ListRequest { max_entries: 100, ..ListRequest::default() }).unwrap().entries.is_empty());
+    assert_eq!(
+        tenant_b.resolve("shared-name/file").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(tenant_b
+        .list(ListRequest {
+            max_entries: 100,
+            ..ListRequest::default()
+        })
+        .unwrap()
+        .entries
+        .is_empty());
     // Even the same inode number in tenant B names nothing of tenant A.
     assert!(tenant_b.read(inode, 0, 10).is_err());
     // Equal content in B is stored under a different chunk id (addressing keys differ).
     put(&tenant_b, "x", &data).await;
     let files = walk(&common::chunks_dir(dir.path()));
-    assert_eq!(files.len(), 2, "equal content in two tenants is two chunks: {files:?}");
+    assert_eq!(
+        files.len(),
+        2,
+        "equal content in two tenants is two chunks: {files:?}"
+    );
     namespace.shutdown().await;
 }
 

@@ -31,7 +31,7 @@ use kiseki_proto::{
     NATIVE_PROTOCOL_VERSION, READDIR_ENTRIES_MAX,
 };
 use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
-use kiseki_types::{ChunkId, ErrorKind, InodeId, NamespaceError, Timestamp};
+use kiseki_types::{ChunkId, ErrorKind, Extent, InodeId, NamespaceError, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -80,6 +80,9 @@ pub async fn serve(
         .concurrency_limit_per_connection(REQUESTS_PER_CONNECTION_MAX)
         .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true)
+        // Whole chunks arrive in 1 MiB pieces: windows that hold several keep uploads flowing.
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
         .add_service(service);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let stopped = async move {
@@ -224,13 +227,23 @@ impl NativeService for NativeServer {
         let entries = namespace
             .read_directory(InodeId(message.dir), after, limit)
             .map_err(status)?;
+        let with_attrs = message.with_attrs;
         let entries = entries
             .into_iter()
-            .map(|entry| wire::DirEntry {
-                name: entry.name,
-                inode: entry.inode.0,
-                kind: kind_to_wire(entry.kind) as i32,
-                cursor: entry.cursor,
+            .map(|entry| {
+                let attr = with_attrs
+                    .then(|| namespace.attributes(entry.inode).ok())
+                    .flatten()
+                    .map(|attrs| {
+                        attr_to_wire(entry.inode, &attrs, special_of(&namespace, entry.inode))
+                    });
+                wire::DirEntry {
+                    name: entry.name,
+                    inode: entry.inode.0,
+                    kind: kind_to_wire(entry.kind) as i32,
+                    cursor: entry.cursor,
+                    attr,
+                }
             })
             .collect();
         Ok(Response::new(wire::ReadDirResponse { entries }))
@@ -511,7 +524,22 @@ impl NativeService for NativeServer {
             .store_sealed_chunk(id, frame.freeze())
             .await
             .map_err(status)?;
-        Ok(Response::new(wire::PutChunkResponse { deduplicated }))
+        let mut attr = None;
+        if let Some(commit) = first.commit {
+            let inode = InodeId(commit.inode);
+            let extent = Extent {
+                file_offset: commit.file_offset,
+                len: commit.len,
+                chunk: id,
+                chunk_offset: 0,
+            };
+            namespace
+                .commit_extents(inode, 0, vec![extent], false)
+                .await
+                .map_err(status)?;
+            attr = node_reply(&namespace, inode)?.into_inner().attr;
+        }
+        Ok(Response::new(wire::PutChunkResponse { deduplicated, attr }))
     }
 
     type GetChunkStream = PieceStream;
@@ -537,6 +565,7 @@ impl NativeService for NativeServer {
                     },
                     frame_len: if index == 0 { frame_len } else { 0 },
                     data: frame.slice(start..end).to_vec(),
+                    commit: None,
                 })
             })
             .collect();

@@ -67,7 +67,10 @@ struct Walk<'v, 'r> {
 impl NamespaceView {
     /// Lists keys in S3 order (see [`ListRequest`]).
     pub fn list(&self, request: ListRequest<'_>) -> Result<ListPage, NamespaceError> {
-        let request = ListRequest { delimiter: request.delimiter.filter(|d| !d.is_empty()), ..request };
+        let request = ListRequest {
+            delimiter: request.delimiter.filter(|d| !d.is_empty()),
+            ..request
+        };
         let (base, name_prefix) = match request.prefix.rfind('/') {
             Some(at) => request.prefix.split_at(at + 1),
             None => ("", request.prefix),
@@ -76,7 +79,9 @@ impl NamespaceView {
         if components.iter().any(String::is_empty) {
             return Ok(ListPage::default());
         }
-        let Ok(dir) = self.resolve(&components) else { return Ok(ListPage::default()) };
+        let Ok(dir) = self.resolve(&components) else {
+            return Ok(ListPage::default());
+        };
         if !matches!(self.node(dir)?.content, Content::Directory { .. }) {
             return Ok(ListPage::default());
         }
@@ -93,7 +98,9 @@ impl NamespaceView {
 
 impl Walk<'_, '_> {
     fn directory(&mut self, dir: InodeId, base: &str, name_prefix: &str) -> ControlFlow<()> {
-        let Ok(children) = self.view.children(dir) else { return ControlFlow::Continue(()) };
+        let Ok(children) = self.view.children(dir) else {
+            return ControlFlow::Continue(());
+        };
         // Children before the start-after key's component in this directory are all before it.
         let seek = self
             .request
@@ -102,7 +109,9 @@ impl Walk<'_, '_> {
             .map(|rest| rest.split('/').next().unwrap_or(rest))
             .filter(|component| *component > name_prefix)
             .unwrap_or(name_prefix);
-        for (child_key, &inode) in children.range::<str, _>((std::ops::Bound::Included(seek), std::ops::Bound::Unbounded)) {
+        for (child_key, &inode) in
+            children.range::<str, _>((std::ops::Bound::Included(seek), std::ops::Bound::Unbounded))
+        {
             if !child_key.starts_with(name_prefix) {
                 break;
             }
@@ -129,14 +138,24 @@ impl Walk<'_, '_> {
     }
 
     fn key(&mut self, inode: InodeId, key: String) -> ControlFlow<()> {
-        if self.request.start_after.is_some_and(|after| key.as_str() <= after) {
+        if self
+            .request
+            .start_after
+            .is_some_and(|after| key.as_str() <= after)
+        {
             return ControlFlow::Continue(());
         }
         if let Some(prefix) = self.rolled_up(&key) {
             return self.common_prefix(prefix);
         }
-        let Ok(attributes) = self.view.attributes(inode) else { return ControlFlow::Continue(()) };
-        self.push(ListEntry::Object { key, inode, attributes })
+        let Ok(attributes) = self.view.attributes(inode) else {
+            return ControlFlow::Continue(());
+        };
+        self.push(ListEntry::Object {
+            key,
+            inode,
+            attributes,
+        })
     }
 
     /// The common prefix `key` rolls up into, when a delimiter is set and occurs after the prefix.
@@ -148,8 +167,17 @@ impl Walk<'_, '_> {
     }
 
     fn common_prefix(&mut self, prefix: String) -> ControlFlow<()> {
-        let repeated = self.page.entries.last().is_some_and(|last| last.key() == prefix);
-        if repeated || self.request.start_after.is_some_and(|after| prefix.as_str() <= after) {
+        let repeated = self
+            .page
+            .entries
+            .last()
+            .is_some_and(|last| last.key() == prefix);
+        if repeated
+            || self
+                .request
+                .start_after
+                .is_some_and(|after| prefix.as_str() <= after)
+        {
             return ControlFlow::Continue(());
         }
         self.push(ListEntry::CommonPrefix(prefix))

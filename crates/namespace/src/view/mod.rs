@@ -63,9 +63,18 @@ const SNAPSHOT_VERSION: u8 = 2;
 impl NamespaceView {
     /// An empty view of shard `shard_index`; shard 0 holds the tenant's root directory.
     pub fn new(shard_index: u16) -> Self {
-        let mut view = NamespaceView { shard_index, next_local: 2, nodes: BTreeMap::new(), uploads: BTreeMap::new(), applied_deltas: 0 };
+        let mut view = NamespaceView {
+            shard_index,
+            next_local: 2,
+            nodes: BTreeMap::new(),
+            uploads: BTreeMap::new(),
+            applied_deltas: 0,
+        };
         if shard_index == 0 {
-            view.nodes.insert(InodeId::ROOT, Node::directory(InodeId::ROOT, 0o755, 0, 0, Timestamp(0)));
+            view.nodes.insert(
+                InodeId::ROOT,
+                Node::directory(InodeId::ROOT, 0o755, 0, 0, Timestamp(0)),
+            );
         }
         view
     }
@@ -82,7 +91,13 @@ impl NamespaceView {
 }
 
 impl Node {
-    pub(crate) fn directory(parent: InodeId, mode: u32, uid: u32, gid: u32, time: Timestamp) -> Self {
+    pub(crate) fn directory(
+        parent: InodeId,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        time: Timestamp,
+    ) -> Self {
         Node {
             attrs: Attributes {
                 kind: FileKind::Directory,
@@ -96,7 +111,10 @@ impl Node {
                 ctime: time,
                 btime: time,
             },
-            content: Content::Directory { parent, children: BTreeMap::new() },
+            content: Content::Directory {
+                parent,
+                children: BTreeMap::new(),
+            },
             user_metadata: BTreeMap::new(),
             system_metadata: BTreeMap::new(),
         }
@@ -125,8 +143,11 @@ impl ShardState for NamespaceView {
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(u32::from(version)));
         }
-        let (view, _) = bincode::serde::decode_from_slice::<NamespaceView, _>(body, bincode::config::standard())
-            .map_err(|error| SnapshotError::Corrupt(format!("namespace snapshot: {error}")))?;
+        let (view, _) = bincode::serde::decode_from_slice::<NamespaceView, _>(
+            body,
+            bincode::config::standard(),
+        )
+        .map_err(|error| SnapshotError::Corrupt(format!("namespace snapshot: {error}")))?;
         *self = view;
         Ok(())
     }

@@ -36,20 +36,34 @@ impl NamespaceView {
         }
         if name == ".." {
             return match &self.node(parent)?.content {
-                Content::Directory { parent: grandparent, .. } => Ok(*grandparent),
-                _ => Err(NamespaceError::new(ErrorKind::NotADirectory, format!("{parent} is not a directory"))),
+                Content::Directory {
+                    parent: grandparent,
+                    ..
+                } => Ok(*grandparent),
+                _ => Err(NamespaceError::new(
+                    ErrorKind::NotADirectory,
+                    format!("{parent} is not a directory"),
+                )),
             };
         }
         self.child(parent, name)?
             .map(|(_, inode)| inode)
-            .ok_or_else(|| NamespaceError::new(ErrorKind::NotFound, format!("{name:?} not found in {parent}")))
+            .ok_or_else(|| {
+                NamespaceError::new(
+                    ErrorKind::NotFound,
+                    format!("{name:?} not found in {parent}"),
+                )
+            })
     }
 
     /// The node at `path` (components from the tenant root).
     pub fn resolve(&self, path: &[String]) -> Result<InodeId, NamespaceError> {
         path.iter().try_fold(InodeId::ROOT, |dir, name| {
             self.lookup(dir, name).map_err(|error| match error.kind {
-                ErrorKind::NotFound => NamespaceError::new(ErrorKind::NotFound, format!("{:?} not found", path.join("/"))),
+                ErrorKind::NotFound => NamespaceError::new(
+                    ErrorKind::NotFound,
+                    format!("{:?} not found", path.join("/")),
+                ),
                 _ => error,
             })
         })
@@ -69,7 +83,12 @@ impl NamespaceView {
             .take(limit)
             .filter_map(|(key, &inode)| {
                 let kind = self.nodes.get(&inode)?.attrs.kind;
-                Some(DirectoryEntry { name: name_of_key(key).to_owned(), inode, kind, cursor: key.clone() })
+                Some(DirectoryEntry {
+                    name: name_of_key(key).to_owned(),
+                    inode,
+                    kind,
+                    cursor: key.clone(),
+                })
             })
             .collect())
     }
@@ -78,8 +97,14 @@ impl NamespaceView {
     pub fn composition(&self, inode: InodeId) -> Result<Arc<Composition>, NamespaceError> {
         match &self.node(inode)?.content {
             Content::File(composition) => Ok(Arc::clone(composition)),
-            Content::Directory { .. } => Err(NamespaceError::new(ErrorKind::IsADirectory, format!("{inode} is a directory"))),
-            Content::Symlink(_) => Err(NamespaceError::new(ErrorKind::InvalidArgument, format!("{inode} is a symlink"))),
+            Content::Directory { .. } => Err(NamespaceError::new(
+                ErrorKind::IsADirectory,
+                format!("{inode} is a directory"),
+            )),
+            Content::Symlink(_) => Err(NamespaceError::new(
+                ErrorKind::InvalidArgument,
+                format!("{inode} is a symlink"),
+            )),
         }
     }
 
@@ -87,12 +112,18 @@ impl NamespaceView {
     pub fn read_link(&self, inode: InodeId) -> Result<String, NamespaceError> {
         match &self.node(inode)?.content {
             Content::Symlink(target) => Ok(target.clone()),
-            _ => Err(NamespaceError::new(ErrorKind::InvalidArgument, format!("{inode} is not a symlink"))),
+            _ => Err(NamespaceError::new(
+                ErrorKind::InvalidArgument,
+                format!("{inode} is not a symlink"),
+            )),
         }
     }
 
     /// All user metadata of `inode`.
-    pub fn user_metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>, NamespaceError> {
+    pub fn user_metadata(
+        &self,
+        inode: InodeId,
+    ) -> Result<BTreeMap<String, Vec<u8>>, NamespaceError> {
         Ok(self.node(inode)?.user_metadata.clone())
     }
 }

@@ -8,39 +8,92 @@ use proptest::prelude::*;
 
 use super::{ListEntry, ListRequest, NamespaceView};
 
-const OWNER: Owner = Owner { uid: 1000, gid: 1000 };
+const OWNER: Owner = Owner {
+    uid: 1000,
+    gid: 1000,
+};
 
 fn apply(view: &mut NamespaceView, delta: Delta) -> Result<InodeId, ErrorKind> {
-    view.apply(1, &delta).map(|applied| applied.inode.unwrap_or(InodeId(0))).map_err(|error| error.kind)
+    view.apply(1, &delta)
+        .map(|applied| applied.inode.unwrap_or(InodeId(0)))
+        .map_err(|error| error.kind)
 }
 
 fn mkdir(view: &mut NamespaceView, parent: InodeId, name: &str) -> Result<InodeId, ErrorKind> {
     let node = NewNode::Directory;
-    apply(view, Delta::Create { parent, name: name.into(), node, mode: 0o755, owner: OWNER, exclusive: true, time: Timestamp(1) })
+    apply(
+        view,
+        Delta::Create {
+            parent,
+            name: name.into(),
+            node,
+            mode: 0o755,
+            owner: OWNER,
+            exclusive: true,
+            time: Timestamp(1),
+        },
+    )
 }
 
 fn create(view: &mut NamespaceView, parent: InodeId, name: &str) -> Result<InodeId, ErrorKind> {
     let node = NewNode::File;
-    apply(view, Delta::Create { parent, name: name.into(), node, mode: 0o644, owner: OWNER, exclusive: true, time: Timestamp(1) })
+    apply(
+        view,
+        Delta::Create {
+            parent,
+            name: name.into(),
+            node,
+            mode: 0o644,
+            owner: OWNER,
+            exclusive: true,
+            time: Timestamp(1),
+        },
+    )
 }
 
 fn put(view: &mut NamespaceView, key: &str, size: u32) -> Result<InodeId, ErrorKind> {
-    let extent = Extent { file_offset: 0, len: size, chunk: ChunkId([size as u8; 32]), chunk_offset: 0 };
-    let content = if size == 0 { Composition::default() } else { Composition::from_sequential(vec![extent]) };
+    let extent = Extent {
+        file_offset: 0,
+        len: size,
+        chunk: ChunkId([size as u8; 32]),
+        chunk_offset: 0,
+    };
+    let content = if size == 0 {
+        Composition::default()
+    } else {
+        Composition::from_sequential(vec![extent])
+    };
     let path = key.split('/').map(str::to_owned).collect();
     let user_metadata = BTreeMap::new();
-    apply(view, Delta::PutFile { path, content, user_metadata, mode: 0o644, owner: OWNER, time: Timestamp(2) })
+    apply(
+        view,
+        Delta::PutFile {
+            path,
+            content,
+            user_metadata,
+            mode: 0o644,
+            owner: OWNER,
+            time: Timestamp(2),
+        },
+    )
 }
 
-fn rename(view: &mut NamespaceView, from: (InodeId, &str), to: (InodeId, &str)) -> Result<InodeId, ErrorKind> {
-    apply(view, Delta::Rename {
-        from_parent: from.0,
-        from_name: from.1.into(),
-        to_parent: to.0,
-        to_name: to.1.into(),
-        no_replace: false,
-        time: Timestamp(3),
-    })
+fn rename(
+    view: &mut NamespaceView,
+    from: (InodeId, &str),
+    to: (InodeId, &str),
+) -> Result<InodeId, ErrorKind> {
+    apply(
+        view,
+        Delta::Rename {
+            from_parent: from.0,
+            from_name: from.1.into(),
+            to_parent: to.0,
+            to_name: to.1.into(),
+            no_replace: false,
+            time: Timestamp(3),
+        },
+    )
 }
 
 #[test]
@@ -48,11 +101,20 @@ fn put_creates_parents_and_replaces_in_place() {
     let mut view = NamespaceView::new(0);
     let first = put(&mut view, "bucket/a/b/c.txt", 10).unwrap();
     let again = put(&mut view, "bucket/a/b/c.txt", 20).unwrap();
-    assert_eq!(first, again, "replacing keeps the inode, so handles stay valid");
+    assert_eq!(
+        first, again,
+        "replacing keeps the inode, so handles stay valid"
+    );
     assert_eq!(view.attributes(first).unwrap().size, 20);
     let path: Vec<String> = ["bucket", "a", "b"].map(String::from).to_vec();
-    assert_eq!(view.attributes(view.resolve(&path).unwrap()).unwrap().kind, FileKind::Directory);
-    assert_eq!(put(&mut view, "bucket/a/b/c.txt/d", 1), Err(ErrorKind::NotADirectory));
+    assert_eq!(
+        view.attributes(view.resolve(&path).unwrap()).unwrap().kind,
+        FileKind::Directory
+    );
+    assert_eq!(
+        put(&mut view, "bucket/a/b/c.txt/d", 1),
+        Err(ErrorKind::NotADirectory)
+    );
     assert_eq!(put(&mut view, "bucket/a", 1), Err(ErrorKind::IsADirectory));
 }
 
@@ -64,10 +126,37 @@ fn posix_rules_for_remove_and_rename() {
     create(&mut view, sub, "f").unwrap();
     assert_eq!(view.attributes(dir).unwrap().nlink, 3);
     assert_eq!(mkdir(&mut view, dir, "sub"), Err(ErrorKind::AlreadyExists));
-    assert_eq!(create(&mut view, dir, "sub"), Err(ErrorKind::AlreadyExists), "a file cannot shadow a directory");
-    assert_eq!(apply(&mut view, Delta::Rmdir { parent: dir, name: "sub".into(), time: Timestamp(4) }), Err(ErrorKind::NotEmpty));
-    assert_eq!(apply(&mut view, Delta::Unlink { parent: dir, name: "sub".into(), time: Timestamp(4) }), Err(ErrorKind::IsADirectory));
-    assert_eq!(rename(&mut view, (InodeId::ROOT, "d"), (sub, "loop")), Err(ErrorKind::InvalidArgument));
+    assert_eq!(
+        create(&mut view, dir, "sub"),
+        Err(ErrorKind::AlreadyExists),
+        "a file cannot shadow a directory"
+    );
+    assert_eq!(
+        apply(
+            &mut view,
+            Delta::Rmdir {
+                parent: dir,
+                name: "sub".into(),
+                time: Timestamp(4)
+            }
+        ),
+        Err(ErrorKind::NotEmpty)
+    );
+    assert_eq!(
+        apply(
+            &mut view,
+            Delta::Unlink {
+                parent: dir,
+                name: "sub".into(),
+                time: Timestamp(4)
+            }
+        ),
+        Err(ErrorKind::IsADirectory)
+    );
+    assert_eq!(
+        rename(&mut view, (InodeId::ROOT, "d"), (sub, "loop")),
+        Err(ErrorKind::InvalidArgument)
+    );
 
     // Replacing rename of a file over a file is atomic and frees the old target.
     let a = create(&mut view, dir, "a").unwrap();
@@ -84,18 +173,46 @@ fn posix_rules_for_remove_and_rename() {
     assert_eq!(view.attributes(other).unwrap().nlink, 3);
     assert_eq!(view.lookup(other, "moved").unwrap(), sub);
     assert_eq!(view.lookup(sub, "..").unwrap(), other);
-    assert_eq!(rename(&mut view, (other, "moved"), (dir, "b")), Err(ErrorKind::NotADirectory));
+    assert_eq!(
+        rename(&mut view, (other, "moved"), (dir, "b")),
+        Err(ErrorKind::NotADirectory)
+    );
 }
 
 #[test]
 fn hard_links_keep_the_node_until_the_last_name_goes() {
     let mut view = NamespaceView::new(0);
     let file = create(&mut view, InodeId::ROOT, "f").unwrap();
-    apply(&mut view, Delta::Link { inode: file, new_parent: InodeId::ROOT, new_name: "g".into(), time: Timestamp(5) }).unwrap();
+    apply(
+        &mut view,
+        Delta::Link {
+            inode: file,
+            new_parent: InodeId::ROOT,
+            new_name: "g".into(),
+            time: Timestamp(5),
+        },
+    )
+    .unwrap();
     assert_eq!(view.attributes(file).unwrap().nlink, 2);
-    apply(&mut view, Delta::Unlink { parent: InodeId::ROOT, name: "f".into(), time: Timestamp(6) }).unwrap();
+    apply(
+        &mut view,
+        Delta::Unlink {
+            parent: InodeId::ROOT,
+            name: "f".into(),
+            time: Timestamp(6),
+        },
+    )
+    .unwrap();
     assert_eq!(view.lookup(InodeId::ROOT, "g").unwrap(), file);
-    apply(&mut view, Delta::Unlink { parent: InodeId::ROOT, name: "g".into(), time: Timestamp(7) }).unwrap();
+    apply(
+        &mut view,
+        Delta::Unlink {
+            parent: InodeId::ROOT,
+            name: "g".into(),
+            time: Timestamp(7),
+        },
+    )
+    .unwrap();
     assert_eq!(view.attributes(file).unwrap_err().kind, ErrorKind::NotFound);
 }
 
@@ -108,11 +225,19 @@ fn snapshot_restores_an_identical_view() {
     let mut restored = NamespaceView::new(0);
     restored.restore_snapshot(&bytes).unwrap();
     assert_eq!(restored.encode_snapshot(), bytes);
-    assert!(restored.restore_snapshot(&bytes[..bytes.len() / 2]).is_err());
+    assert!(restored
+        .restore_snapshot(&bytes[..bytes.len() / 2])
+        .is_err());
 }
 
 /// The reference: every key in a sorted set, filtered the way S3 documents ListObjectsV2.
-fn model_list(keys: &BTreeSet<String>, prefix: &str, delimiter: Option<&str>, after: Option<&str>, max: usize) -> (Vec<String>, bool) {
+fn model_list(
+    keys: &BTreeSet<String>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+) -> (Vec<String>, bool) {
     let mut out: Vec<String> = Vec::new();
     for key in keys.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)) {
         if !key.starts_with(prefix) || after.is_some_and(|after| key.as_str() <= after) {
@@ -134,7 +259,9 @@ fn model_list(keys: &BTreeSet<String>, prefix: &str, delimiter: Option<&str>, af
 }
 
 fn key_strategy() -> impl Strategy<Value = String> {
-    let component = prop::sample::select(vec!["a", "a-b", "a.b", "ab", "b", "b0", "c d", "é", "a+b", "%"]);
+    let component = prop::sample::select(vec![
+        "a", "a-b", "a.b", "ab", "b", "b0", "c d", "é", "a+b", "%",
+    ]);
     prop::collection::vec(component, 1..4).prop_map(|parts| parts.join("/"))
 }
 
