@@ -1,5 +1,6 @@
-//! A namespace over real parts in a temporary directory: redb-backed shard logs, the file chunk
-//! store and the internal KMS with the system key manager.
+//! Test support shared by the namespace integration tests: a namespace over real parts in a
+//! temporary directory (segment-log shard logs, the file chunk store, the internal KMS with the
+//! system key manager).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,16 +10,20 @@ use kiseki_crypto::{InternalKms, KeyManager};
 use kiseki_log::ShardLogOptions;
 use kiseki_namespace::{Namespace, NamespaceConfig, Owner};
 
+/// Owner of everything the tests create.
 pub const OWNER: Owner = Owner {
     uid: 1000,
     gid: 1000,
 };
+/// A small chunk size, so that small files span several chunks.
 pub const CHUNK_SIZE: u32 = 64 * 1024;
 
+/// The one chunk pool.
 pub fn pool() -> PoolName {
     PoolName("default".into())
 }
 
+/// Where the pool keeps chunk files.
 pub fn chunks_dir(root: &Path) -> PathBuf {
     root.join("chunks")
 }
