@@ -173,6 +173,20 @@ struct ObjectHeaders {
     parts_count: Option<i32>,
 }
 
+/// The object at `bucket/key`, if the request's preconditions hold (GET and HEAD).
+fn head_if(
+    namespace: &TenantNamespace,
+    bucket: &str,
+    key: &str,
+    conditions: &kiseki_namespace::object::Preconditions,
+) -> S3Result<ObjectInfo> {
+    let info = namespace.head_object(bucket, key).map_err(s3_error)?;
+    conditions
+        .check(&info.etag, info.attributes.mtime)
+        .map_err(s3_error)?;
+    Ok(info)
+}
+
 fn object_headers(info: &ObjectInfo) -> ObjectHeaders {
     use kiseki_namespace::object as keys;
     let system = &info.system_metadata;
@@ -345,18 +359,13 @@ impl S3 for KisekiS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let namespace = self.tenant(&request).await?;
         let input = request.input;
-        let info = namespace
-            .head_object(&input.bucket, &input.key)
-            .map_err(s3_error)?;
         let conditions = convert::preconditions(
             input.if_match,
             input.if_none_match,
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        conditions
-            .check(&info.etag, info.attributes.mtime)
-            .map_err(s3_error)?;
+        let info = head_if(&namespace, &input.bucket, &input.key, &conditions)?;
         let (offset, len, content_range) = byte_range(input.range.as_ref(), info.size())?;
         let reader = namespace.read_object(&info, offset, len);
         let headers = object_headers(&info);
@@ -387,18 +396,13 @@ impl S3 for KisekiS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let namespace = self.tenant(&request).await?;
         let input = request.input;
-        let info = namespace
-            .head_object(&input.bucket, &input.key)
-            .map_err(s3_error)?;
         let conditions = convert::preconditions(
             input.if_match,
             input.if_none_match,
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        conditions
-            .check(&info.etag, info.attributes.mtime)
-            .map_err(s3_error)?;
+        let info = head_if(&namespace, &input.bucket, &input.key, &conditions)?;
         let headers = object_headers(&info);
         response(HeadObjectOutput {
             content_length: Some(info.size() as i64),
