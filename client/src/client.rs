@@ -28,6 +28,7 @@ use kiseki_crypto::TenantKeyring;
 use kiseki_types::{ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId};
 use tokio::task::JoinHandle;
 
+use crate::agent::snapshot::{DatasetSnapshot, PinnedMetadata};
 use crate::cache::ChunkCache;
 use crate::dirty::DirtyRanges;
 use crate::transport::{
@@ -151,6 +152,9 @@ struct OpenDir {
     complete: bool,
 }
 
+/// A directory's mode and group (what a create under it inherits), and when they were fetched.
+type CachedDirOwner = ((u32, u32), Instant);
+
 /// The native client: one tenant's namespace as POSIX files.
 pub struct Client {
     transport: Arc<dyn Transport>,
@@ -160,13 +164,34 @@ pub struct Client {
     cache: Arc<dyn ChunkCache>,
     options: ClientOptions,
     attrs: Mutex<HashMap<InodeId, (Node, Instant)>>,
-    dir_owners: Mutex<HashMap<InodeId, ((u32, u32), Instant)>>,
+    dir_owners: Mutex<HashMap<InodeId, CachedDirOwner>>,
     files: Mutex<HashMap<InodeId, SharedFile>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenDir>>>>,
     fetches: Arc<Mutex<HashMap<ChunkId, Fetch>>>,
     next_handle: AtomicU64,
+    /// Metadata snapshots of pinned datasets, served without asking the server.
+    pinned: PinnedMetadata,
+    /// The last file-system figures and when they were fetched.
+    statfs_cache: Mutex<Option<(FsStats, Instant)>>,
+    /// Nodes whose reads neither read nor fill the chunk cache (bypass mode), and whether
+    /// nodes not in the set inherit bypass by default.
+    bypass: Mutex<BypassSet>,
 }
+
+/// Which nodes bypass the chunk cache: configured roots, and what lookups found under them.
+#[derive(Default)]
+struct BypassSet {
+    /// Node → whether it bypasses (roots of organic paths under a bypass default say `false`).
+    modes: HashMap<InodeId, bool>,
+    default_bypass: bool,
+}
+
+/// How long file-system figures (`statfs`) are kept.
+pub const STATFS_TTL: Duration = Duration::from_secs(30);
+
+/// Most nodes remembered as inheriting a cache mode (beyond it, new nodes take the default).
+const BYPASS_NODES_MAX: usize = 1 << 20;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -204,6 +229,9 @@ impl Client {
             dirs: Mutex::new(HashMap::new()),
             fetches: Arc::new(Mutex::new(HashMap::new())),
             next_handle: AtomicU64::new(1),
+            pinned: PinnedMetadata::default(),
+            statfs_cache: Mutex::new(None),
+            bypass: Mutex::new(BypassSet::default()),
         })
     }
 
@@ -247,6 +275,9 @@ impl Client {
 
     /// A node's attributes (cached for the TTL).
     pub async fn getattr(&self, inode: InodeId) -> Result<Node> {
+        if let Some(node) = self.pinned.node(inode) {
+            return Ok(self.with_local(node).await);
+        }
         let cached = lock(&self.attrs)
             .get(&inode)
             .filter(|(_, at)| at.elapsed() < self.options.attr_ttl)
@@ -265,7 +296,11 @@ impl Client {
     /// The node `name` in `parent`.
     pub async fn lookup(&self, parent: InodeId, name: &str) -> Result<Node> {
         check_name(name)?;
+        if let Some(node) = self.pinned.lookup(parent, name) {
+            return Ok(self.with_local(node).await);
+        }
         let node = self.transport.lookup(parent, name).await?;
+        self.inherit_mode(parent, node.inode);
         self.remember(&node);
         Ok(self.with_local(node).await)
     }
@@ -277,6 +312,7 @@ impl Client {
         size: Option<u64>,
         update: AttrUpdate,
     ) -> Result<Node> {
+        self.pinned.forget(inode, None);
         let mut node = None;
         if let Some(size) = size {
             if let Some(state) = self.file_state(inode) {
@@ -350,6 +386,8 @@ impl Client {
             .transport
             .create(parent, name, new, exclusive, special)
             .await?;
+        self.pinned.forget(parent, Some(name));
+        self.inherit_mode(parent, node.inode);
         self.invalidate(parent);
         self.remember(&node);
         Ok(node)
@@ -366,6 +404,8 @@ impl Client {
         let (mut new, setgid) = self.owner_for(parent, caller, mode).await?;
         new.mode |= setgid;
         let node = self.transport.mkdir(parent, name, new).await?;
+        self.pinned.forget(parent, Some(name));
+        self.inherit_mode(parent, node.inode);
         self.invalidate(parent);
         self.remember(&node);
         Ok(node)
@@ -381,6 +421,7 @@ impl Client {
     ) -> Result<Node> {
         let (new, _) = self.owner_for(parent, caller, 0o777).await?;
         let node = self.transport.symlink(parent, name, target, new).await?;
+        self.pinned.forget(parent, Some(name));
         self.invalidate(parent);
         self.remember(&node);
         Ok(node)
@@ -394,6 +435,8 @@ impl Client {
     /// Adds a hard link.
     pub async fn link(&self, inode: InodeId, new_parent: InodeId, new_name: &str) -> Result<Node> {
         let node = self.transport.link(inode, new_parent, new_name).await?;
+        self.pinned.forget(inode, None);
+        self.pinned.forget(new_parent, Some(new_name));
         self.forget_attrs();
         self.remember(&node);
         Ok(self.with_local(node).await)
@@ -406,6 +449,7 @@ impl Client {
     /// Removes a name. A file still open here keeps its bytes under a hidden name until its
     /// last close (POSIX: unlink does not free an open file).
     pub async fn unlink(&self, parent: InodeId, name: &str) -> Result<()> {
+        self.pinned.forget(parent, Some(name));
         let node = self.transport.lookup(parent, name).await?;
         if node.attrs.kind == FileKind::File && node.attrs.nlink == 1 {
             if let Some(state) = self.file_state(node.inode) {
@@ -428,6 +472,7 @@ impl Client {
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, parent: InodeId, name: &str) -> Result<()> {
+        self.pinned.forget(parent, Some(name));
         self.transport.rmdir(parent, name).await?;
         self.forget_attrs();
         Ok(())
@@ -442,6 +487,8 @@ impl Client {
         to_name: &str,
         no_replace: bool,
     ) -> Result<()> {
+        self.pinned.forget(from_parent, Some(from_name));
+        self.pinned.forget(to_parent, Some(to_name));
         self.transport
             .rename(from_parent, from_name, to_parent, to_name, no_replace)
             .await?;
@@ -450,8 +497,18 @@ impl Client {
     }
 
     /// File-system figures.
+    ///
+    /// The figures are kept for [`STATFS_TTL`]: tools ask for them while walking trees (GNU
+    /// find asks once per walk), and a walk of a pinned dataset should not reach the server.
     pub async fn statfs(&self) -> Result<FsStats> {
-        self.transport.statfs().await
+        if let Some((stats, at)) = *lock(&self.statfs_cache) {
+            if at.elapsed() < STATFS_TTL {
+                return Ok(stats);
+            }
+        }
+        let stats = self.transport.statfs().await?;
+        *lock(&self.statfs_cache) = Some((stats, Instant::now()));
+        Ok(stats)
     }
 
     // ---- Directories ----
@@ -459,7 +516,11 @@ impl Client {
     /// Opens a directory listing; entries stay stable (a snapshot taken page by page) for the
     /// handle's lifetime.
     pub async fn open_dir(&self, inode: InodeId) -> Result<u64> {
-        let parent = self.transport.lookup(inode, "..").await?.inode;
+        let pinned = self.pinned.listing(inode);
+        let parent = match &pinned {
+            Some((parent, _)) => *parent,
+            None => self.transport.lookup(inode, "..").await?.inode,
+        };
         let dot = |name: &str, inode| DirEntry {
             name: name.into(),
             inode,
@@ -467,11 +528,15 @@ impl Client {
             cursor: String::new(),
             node: None,
         };
-        let dir = OpenDir {
+        let mut dir = OpenDir {
             inode,
             entries: vec![dot(".", inode), dot("..", parent)],
             complete: false,
         };
+        if let Some((_, entries)) = pinned {
+            dir.entries.extend(entries);
+            dir.complete = true;
+        }
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(handle, Arc::new(tokio::sync::Mutex::new(dir)));
         Ok(handle)
@@ -504,6 +569,7 @@ impl Client {
                 if entry.name.starts_with(HIDDEN_PREFIX) {
                     continue;
                 }
+                self.inherit_mode(dir.inode, entry.inode);
                 if let Some(node) = entry.node.take() {
                     // Prime the attribute cache: `ls -l` then needs no round trip per entry.
                     self.remember(&node);
@@ -543,7 +609,11 @@ impl Client {
     /// Opens a file: attributes are fetched fresh from the server (close-to-open). Returns the
     /// handle, the attributes and whether they changed since this client last saw them.
     pub async fn open(&self, inode: InodeId, append: bool) -> Result<(u64, Node, bool)> {
-        let fresh = self.transport.getattr(inode).await?;
+        // A pinned file's attributes are its snapshot's (the pinned-metadata rule).
+        let fresh = match self.pinned.node(inode) {
+            Some(node) => node,
+            None => self.transport.getattr(inode).await?,
+        };
         self.open_node(fresh, append).await
     }
 
@@ -583,6 +653,7 @@ impl Client {
     /// Writes `data` at `offset` (at the end for an `O_APPEND` handle).
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<usize> {
         let file = self.handle(handle)?;
+        self.pinned.forget(file.inode, None);
         let mut state = file.state.lock().await;
         if file.append {
             self.flush_state(file.inode, &mut state).await?;
@@ -751,7 +822,8 @@ impl Client {
         // of order on several threads, so "near the last read's end" counts as sequential.
         let last_end = file.last_read_end.swap(end, Ordering::Relaxed);
         let sequential = offset == 0 || last_end != u64::MAX && offset.abs_diff(last_end) <= chunk;
-        if sequential {
+        let bypass = self.bypasses(file.inode);
+        if sequential && !bypass {
             let ahead_end = end.saturating_add(ahead);
             for extent in &layout.extents {
                 if extent.end() > end && extent.file_offset < ahead_end {
@@ -765,9 +837,10 @@ impl Client {
             .iter()
             .filter(|extent| extent.end() > offset && extent.file_offset < end)
             .collect();
-        let plaintexts =
-            futures::future::try_join_all(needed.iter().map(|extent| self.chunk(extent.chunk)))
-                .await?;
+        let plaintexts = futures::future::try_join_all(
+            needed.iter().map(|extent| self.chunk(extent.chunk, bypass)),
+        )
+        .await?;
         let mut out = vec![0u8; (end - offset) as usize];
         for (extent, plaintext) in needed.into_iter().zip(plaintexts) {
             let from = extent.file_offset.max(offset);
@@ -799,6 +872,9 @@ impl Client {
         offset: u64,
         end: u64,
     ) -> Result<Arc<Layout>> {
+        if let Some(layout) = self.pinned.layout(file.inode) {
+            return Ok(layout);
+        }
         if let Some(cached) = lock(&file.layout)
             .as_ref()
             .filter(|cached| cached.covers(generation, offset, end))
@@ -856,10 +932,23 @@ impl Client {
         );
         let registry = Arc::clone(&self.fetches);
         let task = tokio::spawn(async move {
-            let result = fetch_and_open(&*transport, tenant, &keyring, id).await;
-            if let Ok(plaintext) = &result {
-                cache.insert(id, plaintext.clone());
-            }
+            // The cache first (an L2 read and decryption, on a blocking thread): concurrent
+            // reads of one chunk share this one load instead of each reading it from disk.
+            let lookup = Arc::clone(&cache);
+            let cached = tokio::task::spawn_blocking(move || lookup.get(&id))
+                .await
+                .ok()
+                .flatten();
+            let result = match cached {
+                Some(plaintext) => Ok(plaintext),
+                None => {
+                    let result = fetch_and_open(&*transport, tenant, &keyring, id).await;
+                    if let Ok(plaintext) = &result {
+                        cache.insert(id, plaintext.clone());
+                    }
+                    result
+                }
+            };
             lock(&registry).remove(&id);
             result
         });
@@ -877,9 +966,9 @@ impl Client {
         fetch
     }
 
-    async fn chunk(&self, id: ChunkId) -> Result<Bytes> {
-        if let Some(plaintext) = self.cache.get(&id) {
-            return Ok(plaintext);
+    async fn chunk(&self, id: ChunkId, bypass: bool) -> Result<Bytes> {
+        if bypass {
+            return fetch_and_open(&*self.transport, self.tenant, &self.keyring, id).await;
         }
         self.fetch(id).await
     }
@@ -940,6 +1029,7 @@ impl Client {
                 ));
             }
         }
+        self.pinned.forget(inode, None);
         self.transport
             .set_metadata(inode, key, Some(value.to_vec()))
             .await?;
@@ -971,6 +1061,254 @@ impl Client {
             return Ok(node);
         }
         self.setattr(inode, Some(end), AttrUpdate::default()).await
+    }
+}
+
+/// A dataset walked for staging: its files with their complete layouts, and the metadata
+/// snapshot that serves its reads while it is pinned.
+pub struct DatasetWalk {
+    /// Every regular file: path relative to the dataset, attributes, complete layout.
+    pub files: Vec<(String, Node, Arc<Layout>)>,
+    /// The dataset's metadata as of the walk.
+    pub snapshot: DatasetSnapshot,
+}
+
+/// Most nodes one dataset walk visits (a bound on the agent's memory per staging).
+pub const DATASET_NODES_MAX: usize = 10_000_000;
+/// The span asked for when the whole layout is wanted (the server stops at its own bound).
+const LAYOUT_SPAN_MAX: u64 = 1 << 60;
+/// Layout requests in flight during a walk.
+const WALK_LAYOUTS_IN_FLIGHT: usize = 16;
+
+/// The agent's side of a client: cache modes, pinned metadata, dataset walks, chunk fetches
+/// that do not touch the organic cache.
+impl Client {
+    /// Whether reads of `inode` bypass the chunk cache.
+    fn bypasses(&self, inode: InodeId) -> bool {
+        let set = lock(&self.bypass);
+        set.modes.get(&inode).copied().unwrap_or(set.default_bypass)
+    }
+
+    /// A node found in `parent` inherits the parent's cache mode unless it has its own.
+    fn inherit_mode(&self, parent: InodeId, child: InodeId) {
+        let mut set = lock(&self.bypass);
+        if let Some(parent_bypass) = set.modes.get(&parent).copied() {
+            if set.modes.len() < BYPASS_NODES_MAX || set.modes.contains_key(&child) {
+                set.modes.entry(child).or_insert(parent_bypass);
+            }
+        }
+    }
+
+    /// Sets whether nodes with no configured mode bypass the chunk cache.
+    pub fn set_default_bypass(&self, bypass: bool) {
+        lock(&self.bypass).default_bypass = bypass;
+    }
+
+    /// Sets the mode of the tree under `inode`: bypass (`true`) or cached (`false`).
+    pub fn set_tree_bypass(&self, inode: InodeId, bypass: bool) {
+        lock(&self.bypass).modes.insert(inode, bypass);
+    }
+
+    /// Installs the metadata snapshot of a pinned dataset (served with no server calls).
+    pub fn install_pinned_metadata(&self, dataset: &str, snapshot: DatasetSnapshot) {
+        self.pinned.install(dataset, snapshot);
+    }
+
+    /// Drops the metadata snapshot of `dataset` (released or wiped).
+    pub fn drop_pinned_metadata(&self, dataset: &str) {
+        self.pinned.remove(dataset);
+    }
+
+    /// Resolves an absolute namespace path (`/bucket/dir`) component by component from the
+    /// root, asking the server (never the snapshots). Returns the names walked, as (parent,
+    /// name, node), the root's node first with an empty name.
+    pub async fn resolve_path(&self, path: &str) -> Result<Vec<(InodeId, String, Node)>> {
+        let root = self.transport.getattr(InodeId::ROOT).await?;
+        let mut chain = vec![(InodeId::ROOT, String::new(), root)];
+        for name in path.split('/').filter(|part| !part.is_empty()) {
+            check_name(name)?;
+            let parent = chain
+                .last()
+                .map_or(InodeId::ROOT, |(_, _, node)| node.inode);
+            let node = self.transport.lookup(parent, name).await.map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    NamespaceError::new(ErrorKind::NotFound, format!("{path} does not exist"))
+                } else {
+                    e
+                }
+            })?;
+            chain.push((parent, name.to_owned(), node));
+        }
+        Ok(chain)
+    }
+
+    /// Every entry of directory `dir` (all pages), hidden names left out.
+    async fn list_all(&self, dir: InodeId) -> Result<Vec<DirEntry>> {
+        let mut entries: Vec<DirEntry> = Vec::new();
+        loop {
+            let after = entries.last().map(|e| e.cursor.clone()).unwrap_or_default();
+            let page = self
+                .transport
+                .read_dir(dir, &after, self.options.readdir_page_entries)
+                .await?;
+            let full = page.len() >= self.options.readdir_page_entries as usize;
+            entries.extend(page);
+            if !full {
+                break;
+            }
+            if entries.len() > DATASET_NODES_MAX {
+                return Err(NamespaceError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("directory has more than {DATASET_NODES_MAX} entries"),
+                ));
+            }
+        }
+        entries.retain(|entry| !entry.name.starts_with(HIDDEN_PREFIX));
+        Ok(entries)
+    }
+
+    /// The complete layout of a file (all windows).
+    pub async fn full_layout(&self, inode: InodeId) -> Result<Layout> {
+        let mut layout = self.transport.layout(inode, 0, LAYOUT_SPAN_MAX).await?;
+        while layout.truncated {
+            let reached = layout.extents.last().map_or(0, Extent::end);
+            let more = self
+                .transport
+                .layout(inode, reached, LAYOUT_SPAN_MAX)
+                .await?;
+            if more.extents.is_empty() {
+                break;
+            }
+            layout.truncated = more.truncated;
+            layout.extents.extend(more.extents);
+        }
+        layout.truncated = false;
+        Ok(layout)
+    }
+
+    /// Walks a dataset: the tree under the node `chain` ends at, or, with `prefix`, the
+    /// entries of that directory whose names start with it (and the trees under them).
+    pub async fn walk_dataset(
+        &self,
+        chain: &[(InodeId, String, Node)],
+        prefix: Option<&str>,
+    ) -> Result<DatasetWalk> {
+        let mut snapshot = DatasetSnapshot::default();
+        for (parent, name, node) in chain {
+            snapshot.nodes.insert(node.inode, node.clone());
+            if !name.is_empty() {
+                snapshot.names.insert((*parent, name.clone()), node.inode);
+                snapshot.parents.insert(node.inode, *parent);
+            }
+        }
+        snapshot.parents.insert(InodeId::ROOT, InodeId::ROOT);
+        let Some((_, _, top)) = chain.last() else {
+            return Err(NamespaceError::new(
+                ErrorKind::InvalidArgument,
+                "empty path",
+            ));
+        };
+        let mut files: Vec<(String, Node)> = Vec::new();
+        // (directory, its path relative to the dataset, whether its listing is complete)
+        // A dataset that is one file is listed under its own name.
+        let top_name = match top.attrs.kind {
+            FileKind::Directory => String::new(),
+            _ => chain
+                .last()
+                .map(|(_, name, _)| name.clone())
+                .unwrap_or_default(),
+        };
+        let mut pending = vec![(top.clone(), top_name, prefix)];
+        while let Some((dir, relative, filter)) = pending.pop() {
+            if dir.attrs.kind != FileKind::Directory {
+                files.push((relative, dir));
+                continue;
+            }
+            let entries = self.list_all(dir.inode).await?;
+            let mut kept = Vec::with_capacity(entries.len());
+            for mut entry in entries {
+                if filter.is_some_and(|prefix| !entry.name.starts_with(prefix)) {
+                    continue;
+                }
+                let node = match entry.node.take() {
+                    Some(node) => node,
+                    None => self.transport.getattr(entry.inode).await?,
+                };
+                snapshot
+                    .names
+                    .insert((dir.inode, entry.name.clone()), node.inode);
+                snapshot.nodes.insert(node.inode, node.clone());
+                if node.attrs.kind == FileKind::Directory {
+                    snapshot.parents.insert(node.inode, dir.inode);
+                }
+                let path = if relative.is_empty() {
+                    entry.name.clone()
+                } else {
+                    format!("{relative}/{}", entry.name)
+                };
+                match node.attrs.kind {
+                    FileKind::Directory => pending.push((node.clone(), path, None)),
+                    FileKind::File => files.push((path, node.clone())),
+                    FileKind::Symlink => {}
+                }
+                entry.node = Some(node);
+                kept.push(entry);
+                if snapshot.nodes.len() > DATASET_NODES_MAX {
+                    return Err(NamespaceError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("dataset has more than {DATASET_NODES_MAX} nodes"),
+                    ));
+                }
+            }
+            if filter.is_none() {
+                snapshot.listings.insert(dir.inode, kept);
+            }
+        }
+        use futures::stream::{StreamExt, TryStreamExt};
+        let files: Vec<(String, Node, Arc<Layout>)> = futures::stream::iter(files)
+            .map(|(path, node)| async move {
+                let layout = Arc::new(self.full_layout(node.inode).await?);
+                Ok::<_, NamespaceError>((path, node, layout))
+            })
+            .buffered(WALK_LAYOUTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (_, node, layout) in &files {
+            snapshot.layouts.insert(node.inode, Arc::clone(layout));
+        }
+        Ok(DatasetWalk { files, snapshot })
+    }
+
+    /// Fetches chunk `id` from the server, verifies and opens it, without touching the chunk
+    /// cache (staging stores it as pinned itself).
+    pub async fn fetch_chunk_uncached(&self, id: ChunkId) -> Result<Bytes> {
+        fetch_and_open(&*self.transport, self.tenant, &self.keyring, id).await
+    }
+
+    /// Fetches chunk `id`'s sealed frame from the server (open it with [`Client::open_frame`],
+    /// e.g. on a blocking thread: staging keeps the runtime's threads for network I/O).
+    pub async fn fetch_sealed(&self, id: ChunkId) -> Result<Bytes> {
+        self.transport.get_chunk(id).await
+    }
+
+    /// Verifies and opens a sealed frame of chunk `id` (CPU only, no I/O).
+    pub fn open_frame(&self, id: ChunkId, frame: Bytes) -> Result<Bytes> {
+        ChunkService::open(self.tenant, id, frame, &|epoch| {
+            self.keyring.epoch(epoch).ok()
+        })
+        .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
+    }
+
+    /// Fetches the file-system figures now (staging does, so walks of staged data find them).
+    pub async fn statfs_refresh(&self) -> Result<FsStats> {
+        let stats = self.transport.statfs().await?;
+        *lock(&self.statfs_cache) = Some((stats, Instant::now()));
+        Ok(stats)
+    }
+
+    /// Whether `plaintext` is what chunk `id` names (its content address).
+    pub fn chunk_matches(&self, id: &ChunkId, plaintext: &[u8]) -> bool {
+        self.keyring.addressing().chunk_id(plaintext) == *id
     }
 }
 

@@ -7,15 +7,22 @@
 //! network. This crate never maps errors to errno (the FUSE adapter does, in one place) and
 //! never decides namespace semantics the server's namespace owns (names, links, renames).
 
+pub mod agent;
 mod cache;
 mod client;
 mod dirty;
 mod transport;
 
-pub use cache::{ChunkCache, MemoryChunkCache};
-pub use client::{Caller, Client, ClientOptions, HIDDEN_PREFIX, XATTR_USER_PREFIX};
+pub use cache::{
+    human_bytes, CacheError, CacheMode, CacheStatus, ChunkCache, MemoryChunkCache, NodeCache,
+    NodeCacheConfig, PinHolder, PinInfo, PinPlan, Released, TierUsage, VerifyReport,
+};
+pub use client::{
+    Caller, Client, ClientOptions, DatasetWalk, DATASET_NODES_MAX, HIDDEN_PREFIX, XATTR_USER_PREFIX,
+};
 pub use dirty::DirtyRanges;
 pub use transport::{
     AttrUpdate, ChannelSecurity, DirEntry, FsStats, GrpcOptions, GrpcTransport, Layout, NewNode,
     Node, Result, SessionInfo, Special, Transport,
 };
+pub use transport::{CountingTransport, RequestCounts, RequestCountsSnapshot};

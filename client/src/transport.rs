@@ -787,3 +787,187 @@ impl Transport for GrpcTransport {
         Ok(frame.freeze())
     }
 }
+
+/// Calls a client made to its server, by kind (what `kiseki status` shows as "requests").
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    metadata: std::sync::atomic::AtomicU64,
+    chunk_gets: std::sync::atomic::AtomicU64,
+    chunk_puts: std::sync::atomic::AtomicU64,
+}
+
+/// A copy of [`RequestCounts`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCountsSnapshot {
+    /// Namespace calls (lookup, getattr, listings, layouts, writes, ...).
+    pub metadata: u64,
+    /// Chunk frames fetched.
+    pub chunk_gets: u64,
+    /// Chunk frames stored.
+    pub chunk_puts: u64,
+}
+
+impl RequestCountsSnapshot {
+    /// Every call.
+    pub fn total(&self) -> u64 {
+        self.metadata + self.chunk_gets + self.chunk_puts
+    }
+}
+
+impl RequestCounts {
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> RequestCountsSnapshot {
+        let load = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        RequestCountsSnapshot {
+            metadata: load(&self.metadata),
+            chunk_gets: load(&self.chunk_gets),
+            chunk_puts: load(&self.chunk_puts),
+        }
+    }
+}
+
+/// A [`Transport`] that counts every call it passes on to `inner`.
+pub struct CountingTransport {
+    inner: std::sync::Arc<dyn Transport>,
+    counts: std::sync::Arc<RequestCounts>,
+}
+
+impl CountingTransport {
+    /// Wraps `inner`; the counts are shared with whoever holds the returned `Arc`.
+    pub fn new(inner: std::sync::Arc<dyn Transport>) -> (Self, std::sync::Arc<RequestCounts>) {
+        let counts = std::sync::Arc::new(RequestCounts::default());
+        (
+            CountingTransport {
+                inner,
+                counts: std::sync::Arc::clone(&counts),
+            },
+            counts,
+        )
+    }
+
+    fn metadata_call(&self) -> &dyn Transport {
+        RequestCounts::bump(&self.counts.metadata);
+        &*self.inner
+    }
+}
+
+#[async_trait]
+impl Transport for CountingTransport {
+    async fn hello(&self) -> Result<SessionInfo> {
+        self.metadata_call().hello().await
+    }
+    async fn tenant_keys(&self, tenant: TenantId) -> Result<TenantKeyMaterial> {
+        self.metadata_call().tenant_keys(tenant).await
+    }
+    async fn lookup(&self, parent: InodeId, name: &str) -> Result<Node> {
+        self.metadata_call().lookup(parent, name).await
+    }
+    async fn getattr(&self, inode: InodeId) -> Result<Node> {
+        self.metadata_call().getattr(inode).await
+    }
+    async fn setattr(&self, inode: InodeId, update: AttrUpdate) -> Result<Node> {
+        self.metadata_call().setattr(inode, update).await
+    }
+    async fn read_dir(&self, dir: InodeId, after: &str, limit: u32) -> Result<Vec<DirEntry>> {
+        self.metadata_call().read_dir(dir, after, limit).await
+    }
+    async fn create(
+        &self,
+        parent: InodeId,
+        name: &str,
+        new: NewNode,
+        exclusive: bool,
+        special: Special,
+    ) -> Result<Node> {
+        self.metadata_call()
+            .create(parent, name, new, exclusive, special)
+            .await
+    }
+    async fn mkdir(&self, parent: InodeId, name: &str, new: NewNode) -> Result<Node> {
+        self.metadata_call().mkdir(parent, name, new).await
+    }
+    async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &str,
+        target: &str,
+        new: NewNode,
+    ) -> Result<Node> {
+        self.metadata_call()
+            .symlink(parent, name, target, new)
+            .await
+    }
+    async fn read_link(&self, inode: InodeId) -> Result<String> {
+        self.metadata_call().read_link(inode).await
+    }
+    async fn link(&self, inode: InodeId, new_parent: InodeId, new_name: &str) -> Result<Node> {
+        self.metadata_call().link(inode, new_parent, new_name).await
+    }
+    async fn unlink(&self, parent: InodeId, name: &str) -> Result<()> {
+        self.metadata_call().unlink(parent, name).await
+    }
+    async fn rmdir(&self, parent: InodeId, name: &str) -> Result<()> {
+        self.metadata_call().rmdir(parent, name).await
+    }
+    async fn rename(
+        &self,
+        from_parent: InodeId,
+        from_name: &str,
+        to_parent: InodeId,
+        to_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        self.metadata_call()
+            .rename(from_parent, from_name, to_parent, to_name, no_replace)
+            .await
+    }
+    async fn truncate(&self, inode: InodeId, size: u64) -> Result<Node> {
+        self.metadata_call().truncate(inode, size).await
+    }
+    async fn write(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        extents: Vec<Extent>,
+        append: bool,
+    ) -> Result<Node> {
+        self.metadata_call()
+            .write(inode, offset, extents, append)
+            .await
+    }
+    async fn layout(&self, inode: InodeId, offset: u64, len: u64) -> Result<Layout> {
+        self.metadata_call().layout(inode, offset, len).await
+    }
+    async fn metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.metadata_call().metadata(inode).await
+    }
+    async fn set_metadata(&self, inode: InodeId, key: &str, value: Option<Vec<u8>>) -> Result<()> {
+        self.metadata_call().set_metadata(inode, key, value).await
+    }
+    async fn statfs(&self) -> Result<FsStats> {
+        self.metadata_call().statfs().await
+    }
+    async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool> {
+        RequestCounts::bump(&self.counts.chunk_puts);
+        self.inner.put_chunk(id, frame).await
+    }
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes> {
+        RequestCounts::bump(&self.counts.chunk_gets);
+        self.inner.get_chunk(id).await
+    }
+    async fn put_chunk_and_write(
+        &self,
+        frame: Bytes,
+        inode: InodeId,
+        extent: Extent,
+    ) -> Result<Node> {
+        RequestCounts::bump(&self.counts.chunk_puts);
+        self.inner.put_chunk_and_write(frame, inode, extent).await
+    }
+}

@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/kiseki/keyserver/v1/keyserver.proto",
         "proto/kiseki/namespace/v1/native.proto",
+        "proto/kiseki/cluster/v1/cluster.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -29,9 +29,10 @@ pub struct ServerConfig {
     /// The development tenant created on start, with an S3 access key.
     #[serde(default)]
     pub dev_tenant: Option<DevTenantConfig>,
-    /// Development only: mount the dev tenant's namespace here with `kiseki-client-fuse`.
+    /// Development only: mount the dev tenant's namespace here with `kiseki-client-fuse` (a
+    /// path, or a map: mount_point, agent_socket, cache_dir, cache_disk_bytes).
     #[serde(default)]
-    pub dev_mount: Option<PathBuf>,
+    pub dev_mount: Option<crate::dev_mount::DevMountConfig>,
     /// Address of the native client service (`kiseki-client-fuse` connects here).
     #[serde(default = "default_native_listen")]
     pub native_listen: SocketAddr,
@@ -44,9 +45,13 @@ pub struct ServerConfig {
     /// NFSv3 listeners and exports; no NFS without it.
     #[serde(default)]
     pub nfs: Option<crate::nfs::NfsConfig>,
+    /// The multi-node cluster this server is a node of; a single-node cluster without it.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
-/// One chunk pool: a directory of one device class.
+/// One chunk pool of one device class: a directory (`path`), or device directories (`devices`)
+/// with an erasure-coding profile (`ec` or `replicate`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -54,8 +59,30 @@ pub struct PoolConfig {
     pub name: String,
     /// Device class of the directory.
     pub device_class: DeviceClass,
-    /// Directory, relative to `data_dir` unless absolute.
+    /// Directory, relative to `data_dir` unless absolute (a single-directory pool).
+    #[serde(default)]
     pub path: PathBuf,
+    /// Device directories of an erasure-coded pool, relative to `data_dir` unless absolute.
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
+    /// Erasure-coding profile of a pool with devices: `K+M` (e.g. `4+2`, `8+3`).
+    #[serde(default)]
+    pub ec: Option<String>,
+    /// Or whole copies of each chunk on that many devices.
+    #[serde(default)]
+    pub replicate: Option<u8>,
+    /// Chunks whose frames are shorter than this are replicated instead of coded.
+    #[serde(default)]
+    pub small_chunk_bytes_max: Option<u64>,
+    /// Copies of those small chunks (default 3).
+    #[serde(default)]
+    pub small_chunk_copies: Option<u8>,
+    /// Per-tenant profiles (`tenant id: K+M`).
+    #[serde(default)]
+    pub tenant_ec: std::collections::BTreeMap<u64, String>,
+    /// Scrub the pool's fragments this often (no periodic scrub without it).
+    #[serde(default)]
+    pub scrub_interval_secs: Option<u64>,
 }
 
 /// The development tenant.
@@ -90,6 +117,13 @@ fn default_pools() -> Vec<PoolConfig> {
         name: "default".into(),
         device_class: DeviceClass::FastNvme,
         path: "chunks".into(),
+        devices: Vec::new(),
+        ec: None,
+        replicate: None,
+        small_chunk_bytes_max: None,
+        small_chunk_copies: None,
+        tenant_ec: Default::default(),
+        scrub_interval_secs: None,
     }]
 }
 
@@ -126,6 +160,7 @@ impl ServerConfig {
             native_tls: Default::default(),
             s3_listen: default_s3_listen(),
             nfs: None,
+            cluster: None,
         }
     }
 
@@ -135,7 +170,13 @@ impl ServerConfig {
             nfs.check()?;
         }
         self.native_tls.check()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.check()?;
+        }
         anyhow::ensure!(!self.pools.is_empty(), "config needs at least one pool");
+        for pool in &self.pools {
+            crate::pools::check(pool)?;
+        }
         let limits =
             kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
         anyhow::ensure!(

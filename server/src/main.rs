@@ -7,12 +7,14 @@
 //! Semantics live in the library crates; it must never hold protocol logic of its own.
 
 mod access_keys;
+mod cluster;
 mod config;
 mod dev_mount;
 mod metrics;
 mod native;
 mod nfs;
 mod node;
+mod pools;
 mod s3;
 
 use std::net::SocketAddr;
@@ -40,7 +42,7 @@ use crate::config::{DevTenantConfig, ServerConfig};
 )]
 struct Args {
     /// Site YAML config (the server's part). Flags below override it.
-    #[arg(long, short, env = "KISEKI_CONFIG", value_name = "FILE")]
+    #[arg(long, short, env = "KISEKI_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// Data directory (shard logs, chunks, keys, credentials). Required without --config.
@@ -99,6 +101,48 @@ struct Args {
     /// to this binary) once the server is ready; unmounted at shutdown.
     #[arg(long, value_name = "DIR")]
     dev_mount: Option<PathBuf>,
+
+    /// Run one repair pass over the erasure-coded pools instead of serving.
+    #[command(subcommand)]
+    command: Option<RepairCommand>,
+}
+
+/// Offline repair of erasure-coded pools (best with the server stopped).
+#[derive(Debug, clap::Subcommand)]
+enum RepairCommand {
+    /// Read and verify every fragment; regenerate corrupt and missing ones from parity.
+    Scrub,
+    /// Regenerate missing fragments (a lost or replaced device) until full redundancy returns.
+    Rebuild,
+    /// Cluster administration (CA, node certificates, shard membership).
+    #[command(flatten)]
+    Cluster(cluster::admin::Command),
+}
+
+/// Runs a repair command; fails when a chunk cannot be recovered.
+async fn repair(command: &RepairCommand, pools: &pools::Pools) -> anyhow::Result<()> {
+    let verify = matches!(command, RepairCommand::Scrub);
+    let mut lost = 0;
+    for (pool, report) in pools.repair_all(verify).await? {
+        println!(
+            "pool {pool}: {} chunks, {} healthy, {} fragments checked, {} missing, {} corrupt, {} rebuilt ({} bytes), {} unrecoverable{}",
+            report.chunks_scanned,
+            report.chunks_healthy,
+            report.fragments_checked,
+            report.fragments_missing,
+            report.fragments_corrupt,
+            report.fragments_rebuilt,
+            report.bytes_rebuilt,
+            report.chunks_unrecoverable,
+            if report.clean() { " (clean)" } else { "" },
+        );
+        for (tenant, chunk, reason) in &report.lost {
+            println!("  lost: tenant {tenant} chunk {chunk}: {reason}");
+        }
+        lost += report.chunks_unrecoverable;
+    }
+    anyhow::ensure!(lost == 0, "{lost} chunks cannot be recovered");
+    Ok(())
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -134,7 +178,7 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
         config.keyserver = keyserver.clone();
     }
     if let Some(mount_point) = &args.dev_mount {
-        config.dev_mount = Some(mount_point.clone());
+        config.dev_mount = Some(dev_mount::DevMountConfig::Path(mount_point.clone()));
     }
     if args.dev && config.dev_tenant.is_none() {
         config.dev_tenant = Some(DevTenantConfig {
@@ -162,17 +206,31 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
 async fn main() -> anyhow::Result<()> {
     kiseki_telemetry::init_tracing("KISEKI_LOG");
     let shutdown_signal = kiseki_telemetry::ShutdownSignal::install()?;
-    let args = Args::parse();
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(RepairCommand::Cluster(command)) => {
+            return cluster::admin::run(command, args.config.clone()).await;
+        }
+        other => args.command = other,
+    }
     let config = load_config(&args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
     let (keys, key_material) = node::key_source(&config)?;
-    let namespace = Arc::new(node::namespace(&config, keys)?);
+    let pools = pools::Pools::open(&config)?;
+    if let Some(command) = &args.command {
+        return repair(command, &pools).await;
+    }
+    let (namespace, cluster) = node::storage(&config, keys, Arc::clone(&pools.store))?;
+    let namespace = Arc::new(namespace);
     let (shutdown_sender, shutdown) = watch::channel(false);
+    let cluster = node::serve_cluster(cluster, &namespace, &pools, shutdown.clone()).await?;
     let mut registry = metrics::start(Arc::clone(&namespace), shutdown.clone());
     let nfs_metrics = nfs::NfsMetrics::register(&mut registry);
     let s3_metrics = s3::S3Metrics::register(&mut registry);
+    pools.register_metrics(&mut registry);
+    pools.start_scrubs(shutdown.clone());
     let (metrics_address, metrics_task) = kiseki_telemetry::serve_metrics(
         config.metrics_listen,
         Arc::new(registry),
@@ -231,7 +289,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    println!("Kiseki single-node cluster");
+    match &cluster {
+        Some(cluster) => println!(
+            "Kiseki cluster node\n  cluster:        {}",
+            cluster.description
+        ),
+        None => println!("Kiseki single-node cluster"),
+    }
     println!("  data dir:       {}", config.data_dir.display());
     println!("  key manager:    {}", config.keyserver);
     println!("  metrics:        http://{metrics_address}/metrics");
@@ -258,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dev) = &config.dev_tenant {
         namespace
-            .tenant(TenantId(dev.id))
+            .open_tenant(TenantId(dev.id))
             .await
             .context("opening the development tenant")?;
         println!("  dev tenant:     {} (workload {})", dev.id, dev.workload);
@@ -295,6 +359,9 @@ async fn main() -> anyhow::Result<()> {
     }
     s3.stopped().await?;
     namespace.shutdown().await;
+    if let Some(cluster) = cluster {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cluster.task).await;
+    }
     metrics_task.await.context("metrics task")?;
     tracing::info!("stopped");
     Ok(())
@@ -307,7 +374,7 @@ fn start_dev_mount(
     native_address: std::net::SocketAddr,
     dev_key: Option<&access_keys::AccessKey>,
 ) -> anyhow::Result<Option<dev_mount::DevMount>> {
-    let Some(mount_point) = &config.dev_mount else {
+    let Some(mount) = &config.dev_mount else {
         return Ok(None);
     };
     let key = dev_key.context("dev_mount needs dev_tenant (or --dev)")?;
@@ -319,5 +386,5 @@ fn start_dev_mount(
         anyhow::bail!("dev_mount needs the development CA the server creates (no native_tls certificate configured)");
     };
     let url = format!("https://{native_address}");
-    dev_mount::DevMount::start(mount_point, &url, ca, key).map(Some)
+    dev_mount::DevMount::start(mount, &config.data_dir, &url, ca, key).map(Some)
 }

@@ -1,13 +1,15 @@
-//! Builds a storage node from its config: key source, chunk pools, namespace.
+//! Builds a storage node from its config: key source, chunk pools, namespace, and in a cluster
+//! the node's cluster parts (replicated chunk store, shard layout, node-to-node service).
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use kiseki_chunk::{ChunkService, FsChunkStore, Placement, PoolName};
+use kiseki_chunk::{ChunkService, ChunkStore, Placement, PoolName};
 use kiseki_crypto::{InternalKms, KeyManager, KeySource};
 use kiseki_namespace::{Namespace, NamespaceConfig};
 use kiseki_proto::RemoteKeySource;
 
+use crate::cluster::ClusterNode;
 use crate::config::ServerConfig;
 use crate::native::keys::KeyMaterialSource;
 
@@ -32,27 +34,93 @@ pub fn key_source(
     Ok((Arc::new(remote), material))
 }
 
-/// The namespace over the configured pools; new chunks go to the first pool.
-pub fn namespace(config: &ServerConfig, keys: Arc<dyn KeySource>) -> anyhow::Result<Namespace> {
-    let pools = config.pools.iter().map(|pool| {
-        (
-            PoolName(pool.name.clone()),
-            config.pool_dir(pool),
-            pool.device_class,
-        )
-    });
-    let store = FsChunkStore::open(pools).context("opening chunk pools")?;
+/// A cluster node's parts the namespace does not hold.
+pub struct Cluster {
+    node: ClusterNode,
+    local: Arc<dyn ChunkStore>,
+    placement: Placement,
+}
+
+/// The cluster service once it serves.
+pub struct ServedCluster {
+    /// One line for the start banner.
+    pub description: String,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// The namespace over the configured pools; new chunks go to the first pool. In a cluster,
+/// chunks are replicated and shards are groups over the cluster's nodes.
+pub fn storage(
+    config: &ServerConfig,
+    keys: Arc<dyn KeySource>,
+    store: Arc<dyn ChunkStore>,
+) -> anyhow::Result<(Namespace, Option<Cluster>)> {
     let first = config
         .pools
         .first()
         .context("config needs at least one pool")?;
-    let chunks = ChunkService::new(
-        Arc::new(store),
-        Placement {
-            pool: PoolName(first.name.clone()),
-        },
-    );
+    let placement = Placement {
+        pool: PoolName(first.name.clone()),
+    };
     let mut namespace_config = NamespaceConfig::new(config.data_dir.join("shards"));
     namespace_config.chunk_size = config.chunk_size_bytes;
-    Namespace::new(namespace_config, keys, chunks).context("namespace configuration")
+    let (chunks, cluster) = match &config.cluster {
+        None => (ChunkService::new(store, placement), None),
+        Some(cluster_config) => {
+            let node = ClusterNode::new(cluster_config, &config.data_dir)?;
+            namespace_config.cluster = Some(node.layout().clone());
+            let chunks = ChunkService::new(node.chunk_store(Arc::clone(&store)), placement.clone());
+            (
+                chunks,
+                Some(Cluster {
+                    node,
+                    local: store,
+                    placement,
+                }),
+            )
+        }
+    };
+    let namespace =
+        Namespace::new(namespace_config, keys, chunks).context("namespace configuration")?;
+    Ok((namespace, cluster))
+}
+
+/// The namespace of a single-node server over the configured pools (unit tests).
+#[cfg(test)]
+pub fn namespace(config: &ServerConfig, keys: Arc<dyn KeySource>) -> anyhow::Result<Namespace> {
+    let pools = crate::pools::Pools::open(config)?;
+    Ok(storage(config, keys, pools.store)?.0)
+}
+
+/// Starts the node-to-node service of a cluster node (nothing for a single-node server).
+pub async fn serve_cluster(
+    cluster: Option<Cluster>,
+    namespace: &Arc<Namespace>,
+    pools: &crate::pools::Pools,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<ServedCluster>> {
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    // This node's own fragment devices (erasure-coded pools), served to its peers.
+    let devices: Vec<Arc<dyn kiseki_chunk::FragmentStore>> = pools
+        .erasure
+        .iter()
+        .flat_map(|pool| pool.store.devices().iter().cloned())
+        .collect();
+    let (address, task) = cluster
+        .node
+        .serve(
+            Arc::clone(namespace),
+            cluster.local,
+            cluster.placement,
+            devices,
+            shutdown,
+        )
+        .await?;
+    Ok(Some(ServedCluster {
+        description: cluster.node.describe(address),
+        task,
+    }))
 }

@@ -3,6 +3,11 @@
 //! A thin adapter: each handler calls the client library (`kiseki_client::Client`), replies,
 //! and maps a failure to an errno in one place ([`errno`]). Stops on SIGTERM/SIGINT by
 //! unmounting cleanly (pending writes of open files are flushed by the kernel's release calls).
+//!
+//! The process is also the node's cache agent: one `NodeCache` (L1 memory, L2 on local NVMe)
+//! shared by every job on the node, and the control socket of the `kiseki` CLI
+//! (`kiseki_client::agent`). Settings come from the command line, else from `--config`
+//! (a compute-node YAML, see `site-configs/compute-node.yaml`), else defaults.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -19,9 +24,13 @@ use fuser::{
     ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
     TimeOrNow, WriteFlags,
 };
+use kiseki_client::agent::config::{parse_size, NodeConfig};
+use kiseki_client::agent::protocol::{SOCKET_DEFAULT, SOCKET_ENV};
+use kiseki_client::agent::server::{AgentSocket, SocketError};
+use kiseki_client::agent::{Agent, AgentSettings};
 use kiseki_client::{
-    AttrUpdate, Caller, ChannelSecurity, Client, ClientOptions, GrpcOptions, GrpcTransport,
-    MemoryChunkCache, Node, Special,
+    AttrUpdate, Caller, ChannelSecurity, ChunkCache, Client, ClientOptions, CountingTransport,
+    GrpcOptions, GrpcTransport, Node, NodeCache, NodeCacheConfig, Special,
 };
 use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
 
@@ -29,34 +38,32 @@ use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
 #[derive(Debug, Parser)]
 #[command(
     version,
+    // The last of a repeated option wins (a wrapper's defaults, then the caller's).
+    args_override_self = true,
     after_help = "Examples:\n  \
         kiseki-client-fuse --ca /var/lib/kiseki/tls/ca.pem --access-key KSK... --secret-key ... /kiseki\n  \
-        KISEKI_CA=ca.pem KISEKI_ACCESS_KEY=... KISEKI_SECRET_KEY=... kiseki-client-fuse --allow-other --default-permissions /mnt/k\n\n\
-        Logging: KISEKI_LOG (tracing filter, default \"info\"). Stop with SIGTERM or Ctrl-C: unmounts cleanly."
+        KISEKI_CA=ca.pem KISEKI_ACCESS_KEY=... KISEKI_SECRET_KEY=... kiseki-client-fuse --allow-other --default-permissions /mnt/k\n  \
+        kiseki-client-fuse --config /etc/kiseki/compute-node.yaml\n\n\
+        Command-line options override the --config file. Logging: KISEKI_LOG (tracing filter, default \"info\"). Stop with SIGTERM or Ctrl-C: unmounts cleanly."
 )]
 struct Args {
-    /// Where to mount (an existing, empty directory).
-    #[arg(default_value = "/kiseki", value_name = "MOUNT_POINT")]
-    mount_point: PathBuf,
+    /// Where to mount (an existing, empty directory) [default: mount_point of --config, else
+    /// /kiseki].
+    #[arg(value_name = "MOUNT_POINT")]
+    mount_point: Option<PathBuf>,
+
+    /// Compute-node YAML config (server, cache, modes, datasets); unknown keys are refused.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 
     /// Address of the kiseki-server native service (https://, or http:// with
-    /// --insecure-plaintext).
-    #[arg(
-        long,
-        env = "KISEKI_SERVER",
-        default_value = "https://127.0.0.1:9200",
-        value_name = "URL"
-    )]
-    server: String,
+    /// --insecure-plaintext) [default: https://127.0.0.1:9200].
+    #[arg(long, env = "KISEKI_SERVER", value_name = "URL")]
+    server: Option<String>,
 
     /// PEM file of the CA that signed the server's certificate (the server prints the path of
-    /// its development CA as "native CA").
-    #[arg(
-        long,
-        env = "KISEKI_CA",
-        value_name = "FILE",
-        required_unless_present = "insecure_plaintext"
-    )]
+    /// its development CA as "native CA"). Required unless --insecure-plaintext.
+    #[arg(long, env = "KISEKI_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
 
     /// Name the server's certificate must carry (default: the host of --server).
@@ -93,9 +100,22 @@ struct Args {
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     request_timeout: u64,
 
-    /// Bytes of decrypted chunks kept in memory.
-    #[arg(long, default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
-    cache_bytes: usize,
+    /// The cache agent's control socket, for the `kiseki` CLI [default: /run/kiseki/agent.sock].
+    #[arg(long, env = SOCKET_ENV, value_name = "PATH")]
+    agent_socket: Option<PathBuf>,
+
+    /// L2 cache directory on local NVMe; its contents are discarded at start
+    /// [default: /var/cache/kiseki].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// L2 (disk) cache size: bytes or 64GiB, 512MiB, ... [default: 16GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cache_disk_bytes: Option<u64>,
+
+    /// L1 (memory) cache size [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cache_memory_bytes: Option<u64>,
 
     /// FUSE request threads.
     #[arg(long, default_value_t = 8)]
@@ -835,42 +855,172 @@ fn check_mount_point(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Settings after merging the command line over the `--config` file over defaults.
+struct Settings {
+    mount_point: PathBuf,
+    server: String,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+    allow_other: bool,
+    default_permissions: bool,
+    /// The socket named by the command line or config (`None`: the default).
+    agent_socket: Option<PathBuf>,
+    cache: NodeCacheConfig,
+    /// Whether the L2 directory was named (not the default).
+    cache_dir_named: bool,
+    agent: AgentSettings,
+}
+
+/// Cache sizes and places when neither the command line nor the config names them.
+const CACHE_MEMORY_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+const CACHE_DISK_BYTES_DEFAULT: u64 = 16 * 1024 * 1024 * 1024;
+const CACHE_DIR_DEFAULT: &str = "/var/cache/kiseki";
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the config {}", path.display()))?;
+            NodeConfig::parse(&text)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    let mount_point = args
+        .mount_point
+        .clone()
+        .or(file.mount_point)
+        .unwrap_or_else(|| PathBuf::from("/kiseki"));
+    let ca = args.ca.clone().or(file.ca);
+    if ca.is_none() && !args.insecure_plaintext {
+        bail!("--ca FILE (or ca: in --config) is required unless --insecure-plaintext");
+    }
+    let cache_dir_named = args.cache_dir.is_some() || file.cache.dir.is_some();
+    let cache = NodeCacheConfig {
+        memory_bytes: args
+            .cache_memory_bytes
+            .or(file.cache.memory_bytes)
+            .unwrap_or(CACHE_MEMORY_BYTES_DEFAULT),
+        disk_dir: args
+            .cache_dir
+            .clone()
+            .or(file.cache.dir)
+            .unwrap_or_else(|| PathBuf::from(CACHE_DIR_DEFAULT)),
+        disk_bytes: args
+            .cache_disk_bytes
+            .or(file.cache.disk_bytes)
+            .unwrap_or(CACHE_DISK_BYTES_DEFAULT),
+    };
+    Ok(Settings {
+        agent: AgentSettings {
+            mount_point: mount_point.clone(),
+            datasets: file.datasets,
+            default_mode: file.cache.default_mode,
+            modes: file
+                .cache
+                .modes
+                .into_iter()
+                .map(|mode| (mode.path, mode.mode))
+                .collect(),
+        },
+        mount_point,
+        server: args
+            .server
+            .clone()
+            .or(file.server)
+            .unwrap_or_else(|| "https://127.0.0.1:9200".into()),
+        ca,
+        server_name: args.server_name.clone().or(file.server_name),
+        allow_other: args.allow_other || file.allow_other.unwrap_or(false),
+        default_permissions: args.default_permissions || file.default_permissions.unwrap_or(false),
+        agent_socket: args.agent_socket.clone().or(file.agent_socket),
+        cache_dir_named,
+        cache,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     kiseki_telemetry::init_tracing("KISEKI_LOG");
     let args = Args::parse();
-    let mount_point = check_mount_point(&args.mount_point)?;
+    let mut settings = settings(&args)?;
+    let mount_point = check_mount_point(&settings.mount_point)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let security = match &args.ca {
+    let security = match &settings.ca {
         Some(path) if !args.insecure_plaintext => ChannelSecurity::Tls {
             ca_pem: std::fs::read(path)
                 .with_context(|| format!("reading the CA certificate {}", path.display()))?,
-            server_name: args.server_name.clone(),
+            server_name: settings.server_name.clone(),
         },
         _ => ChannelSecurity::InsecurePlaintext,
     };
     let options = GrpcOptions {
-        endpoint: args.server.clone(),
+        endpoint: settings.server.clone(),
         security,
         access_key: args.access_key.clone(),
         secret_key: args.secret_key.clone(),
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
     };
-    let client = runtime
+    let socket_path = settings
+        .agent_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SOCKET_DEFAULT));
+    let socket = {
+        let _entered = runtime.enter();
+        match AgentSocket::bind(&socket_path) {
+            Ok(socket) => Some(socket),
+            // A second mount on a node whose agent already owns the default socket (a dev
+            // server's mount, a benchmark): it runs without a control socket and, unless told
+            // otherwise, with an L2 directory of its own.
+            Err(SocketError::InUse(path)) if settings.agent_socket.is_none() => {
+                tracing::warn!(
+                    socket = %path.display(),
+                    "another cache agent owns the default socket: this mount has no control socket"
+                );
+                None
+            }
+            Err(error) => return Err(error).context("starting the cache agent"),
+        }
+    };
+    let mut private_cache_dir = None;
+    if socket.is_none() && !settings.cache_dir_named {
+        let dir = PathBuf::from(format!("{CACHE_DIR_DEFAULT}-mount-{}", std::process::id()));
+        settings.cache.disk_dir = dir.clone();
+        private_cache_dir = Some(dir);
+    }
+    let node_cache = Arc::new(NodeCache::open(settings.cache.clone()).with_context(|| {
+        format!(
+            "opening the node cache in {}",
+            settings.cache.disk_dir.display()
+        )
+    })?);
+    let (client, requests) = runtime
         .block_on(async {
-            let transport = GrpcTransport::connect_lazy(&options)?;
-            let cache = Arc::new(MemoryChunkCache::new(args.cache_bytes));
-            Client::connect(Arc::new(transport), cache, ClientOptions::default()).await
+            let transport: Arc<dyn kiseki_client::Transport> =
+                Arc::new(GrpcTransport::connect_lazy(&options)?);
+            let (counting, requests) = CountingTransport::new(transport);
+            let cache: Arc<dyn ChunkCache> = Arc::clone(&node_cache) as Arc<dyn ChunkCache>;
+            let client =
+                Client::connect(Arc::new(counting), cache, ClientOptions::default()).await?;
+            Ok::<_, NamespaceError>((Arc::new(client), requests))
         })
-        .with_context(|| format!("connecting to the Kiseki server at {}", args.server))?;
+        .with_context(|| format!("connecting to the Kiseki server at {}", settings.server))?;
+    let agent = Agent::new(
+        Arc::clone(&client),
+        Arc::clone(&node_cache),
+        requests,
+        settings.agent.clone(),
+    );
+    runtime.block_on(agent.apply_modes());
+    let agent_task = socket.map(|socket| runtime.spawn(socket.serve(Arc::clone(&agent))));
     let tenant = client.tenant();
 
     let notifier = Arc::new(OnceLock::new());
     let fs = KisekiFs {
-        client: Arc::new(client),
+        client,
         runtime: runtime.handle().clone(),
         notifier: Arc::clone(&notifier),
     };
@@ -879,10 +1029,10 @@ fn main() -> anyhow::Result<()> {
         MountOption::FSName("kiseki".into()),
         MountOption::Subtype("kiseki".into()),
     ];
-    if args.default_permissions {
+    if settings.default_permissions {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
-    if args.allow_other {
+    if settings.allow_other {
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(args.threads.max(1));
@@ -900,7 +1050,18 @@ fn main() -> anyhow::Result<()> {
     println!(
         "kiseki-client-fuse: tenant {tenant} mounted at {} (server {})",
         mount_point.display(),
-        args.server
+        settings.server
+    );
+    println!(
+        "kiseki-client-fuse: cache agent on {} (L2 {} in {}, L1 {})",
+        if agent_task.is_some() {
+            socket_path.display().to_string()
+        } else {
+            "no socket".to_owned()
+        },
+        kiseki_client::human_bytes(settings.cache.disk_bytes),
+        settings.cache.disk_dir.display(),
+        kiseki_client::human_bytes(settings.cache.memory_bytes),
     );
     println!("ready");
 
@@ -923,7 +1084,14 @@ fn main() -> anyhow::Result<()> {
         Ok(result) => result.context("FUSE session")?,
         Err(_) => bail!("FUSE session thread panicked"),
     }
+    if let Some(task) = agent_task {
+        task.abort();
+    }
     runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(node_cache);
+    if let Some(dir) = private_cache_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     println!("kiseki-client-fuse: unmounted {}", mount_point.display());
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unsafe_code)]
 
+pub mod agent;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -195,6 +197,19 @@ pub fn mount_command(server: &Server, path: &Path) -> Command {
         .env("KISEKI_ACCESS_KEY", &server.access_key)
         .env("KISEKI_SECRET_KEY", &server.secret_key)
         .env("KISEKI_LOG", "warn");
+    // Every mount is a cache agent: give each its own socket and L2 directory next to the
+    // mount point, so mounts of concurrent tests never share (or wipe) each other's.
+    let sibling = |suffix: &str| {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        path.with_file_name(name)
+    };
+    command
+        .arg("--agent-socket")
+        .arg(sibling(".agent.sock"))
+        .arg("--cache-dir")
+        .arg(sibling(".cache"))
+        .args(["--cache-disk-bytes", "1GiB"]);
     command
 }
 

@@ -1,13 +1,13 @@
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kiseki_types::{ChunkId, TenantId};
 
+use crate::durable_file;
 use crate::{ChunkError, ChunkStore, DeviceClass, Placement, PoolName, StoreFuture};
 
 /// A chunk store on local directories, one per pool: chunk `id` of tenant `t` lives at
@@ -23,8 +23,6 @@ struct Pool {
     root: PathBuf,
     class: DeviceClass,
 }
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl FsChunkStore {
     /// A store over `pools` (name, directory, device class); directories are created if missing.
@@ -76,53 +74,11 @@ fn is_no_space(error: &io::Error) -> bool {
         )
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `dir` (and its parent) if missing, syncing each parent whose entries changed.
-fn ensure_dir(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        ensure_dir(parent)?;
-        match fs::create_dir(dir) {
-            Ok(()) => sync_dir(parent)?,
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
-}
-
 fn write_durably(path: &Path, frame: &[u8]) -> io::Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("chunk path has no parent"))?;
-    ensure_dir(dir)?;
-    let temp = dir.join(format!(
-        ".tmp.{}.{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(frame)?;
-        file.sync_data()?;
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    durable_file::replace_durably(path, frame)
 }
 
 impl FsChunkStore {

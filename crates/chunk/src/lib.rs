@@ -7,19 +7,35 @@
 //! except to the caller that holds the tenant's keys.
 
 mod buffer;
+mod durable_file;
+mod ec;
+mod erasure_store;
 mod error;
 mod format;
+mod fragment;
 mod fs_store;
+mod memory_fragment;
 mod memory_store;
 mod placement;
+mod repair;
 mod service;
+mod spread;
 mod store;
 
 pub use buffer::ChunkBuffer;
+pub use ec::{Codec, EcPolicy, EcProfile, InvalidProfile, FRAGMENTS_MAX};
+pub use erasure_store::{EcCounters, EcStats, ErasureChunkStore};
 pub use error::ChunkError;
 pub use format::{ChunkHeader, FORMAT_VERSION, HEADER_BYTES, MAGIC};
+pub use fragment::{
+    DeviceInfo, FragmentHeader, FragmentKey, FragmentKind, FragmentStore, FsFragmentStore,
+    FRAGMENT_HEADER_BYTES, FRAGMENT_MAGIC, FRAGMENT_VERSION,
+};
 pub use fs_store::FsChunkStore;
+pub use memory_fragment::MemoryFragmentStore;
 pub use memory_store::MemoryChunkStore;
 pub use placement::{DeviceClass, Placement, PoolName};
+pub use repair::{RepairReport, REPAIR_CONCURRENCY_MAX, REPORT_LOST_MAX};
 pub use service::{ChunkService, WrittenChunk};
+pub use spread::{ChunkLayout, FailureDomain, PlacementEngine, PlacementRefused};
 pub use store::{ChunkStore, StoreFuture};

@@ -31,6 +31,14 @@ impl DataKey {
         })
     }
 
+    /// A fresh key from the system random generator, for keys that live only in memory (the
+    /// node cache's at-rest key).
+    pub fn random(epoch: DekEpoch) -> Result<Self, CryptoError> {
+        let mut bytes = Zeroizing::new([0u8; KEY_BYTES]);
+        aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| CryptoError::Random)?;
+        Self::new(epoch, bytes.as_ref())
+    }
+
     /// The key's epoch.
     pub fn epoch(&self) -> DekEpoch {
         self.epoch

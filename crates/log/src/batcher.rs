@@ -24,10 +24,10 @@ const LINGER_MAX: Duration = Duration::from_micros(200);
 /// The linger ends once no proposal arrived for this long.
 const LINGER_QUIET: Duration = Duration::from_micros(40);
 
-/// One delta waiting for its outcome.
+/// One delta waiting for its outcome (and the index of the log entry that carried it).
 pub(crate) struct Proposal {
     pub(crate) delta: Delta,
-    pub(crate) reply: oneshot::Sender<Result<DeltaOutcome, LogError>>,
+    pub(crate) reply: oneshot::Sender<Result<(u64, DeltaOutcome), LogError>>,
 }
 
 /// Starts the batcher; it ends when every sender of `proposals` is gone.
@@ -134,7 +134,7 @@ async fn commit(
         .unzip();
     let count = deltas.len();
     let outcomes = match raft.client_write(DeltaBatch { deltas }).await {
-        Ok(response) if response.data.len() == count => Ok(response.data),
+        Ok(response) if response.data.len() == count => Ok((response.log_id.index, response.data)),
         Ok(response) => Err(errors.raft(format!(
             "entry {} applied {} outcomes for {count} deltas",
             response.log_id,
@@ -144,9 +144,9 @@ async fn commit(
     };
     let queued = proposals.len();
     match outcomes {
-        Ok(outcomes) => {
+        Ok((index, outcomes)) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+                let _ = reply.send(Ok((index, outcome)));
             }
         }
         Err(error) => {

@@ -41,6 +41,25 @@ pub enum LogError {
         /// The shard.
         shard: ShardId,
     },
+    /// A cluster shard could not commit (or confirm a read) within the bound: too few of its
+    /// replicas are reachable to form a quorum, or no leader could be elected meanwhile.
+    #[error("shard {shard}: no quorum within {waited_ms} ms ({reason}); too many replicas down?")]
+    NoQuorum {
+        /// The shard.
+        shard: ShardId,
+        /// How long the call waited.
+        waited_ms: u64,
+        /// What was last seen.
+        reason: String,
+    },
+    /// A peer of a cluster shard failed a call in a way that may or may not have taken effect.
+    #[error("shard {shard}: peer call failed: {message}")]
+    Peer {
+        /// The shard.
+        shard: ShardId,
+        /// What failed.
+        message: String,
+    },
     /// No leader was elected within the bound given at open.
     #[error("shard {shard}: no leader after {waited_ms} ms")]
     LeaderTimeout {

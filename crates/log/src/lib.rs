@@ -7,8 +7,11 @@
 //!
 //! This crate never knows namespace semantics (it applies deltas through [`ShardState`] without
 //! looking inside them) and never talks to gateways or clients. Each shard is a single-tenant Raft
-//! group with one voter for now; peers arrive with the multi-node cluster work, which changes the
-//! membership and the network factory, not the storage.
+//! group: one voter on a single-node server, or in a cluster ([`ShardLog::open_in_cluster`])
+//! `replicas` voters on distinct nodes plus every other node as a learner, talking through a
+//! [`ShardTransport`] the server provides. A follower forwards proposals to the leader and
+//! answers once its own copy applied them; [`ShardPeer::read_barrier`] gives linearizable reads
+//! (read-index on the leader, then wait to apply locally).
 //!
 //! # Storage choice
 //! Log entries live in append-only segment files in the shard's `log/` directory (see
@@ -43,12 +46,14 @@
 
 mod batch;
 mod batcher;
+mod cluster;
 mod codec;
 mod delta;
 mod error;
 mod log_store;
 mod metrics;
 mod network;
+mod peer;
 mod shard_log;
 mod snapshot_file;
 mod state;
@@ -56,13 +61,20 @@ mod state_machine;
 mod type_config;
 
 pub use batch::DeltaBatch;
+pub use cluster::{
+    ClusterLayout, MembershipChange, PeerCall, ShardTransport, TransportError, TransportFuture,
+    PEER_PAYLOAD_BYTES_MAX,
+};
 pub use delta::{
     Applied, AttrChanges, Delta, DeltaOutcome, NewNode, ObjectWrite, Owner, PutCondition,
 };
 pub use error::LogError;
 pub use log_store::{LogReader, LogStore};
 pub use metrics::ShardLogMetrics;
-pub use network::{SingleNodeNetwork, SingleNodeNetworkFactory};
+pub use network::{
+    ClusterNetwork, ClusterNetworkFactory, SingleNodeNetwork, SingleNodeNetworkFactory,
+};
+pub use peer::{ShardPeer, CLUSTER_WAIT};
 pub use shard_log::{ShardLog, ShardLogOptions};
 pub use state::{ShardState, SnapshotError};
 pub use state_machine::{SnapshotBuilder, StateMachineStore};

@@ -9,18 +9,18 @@ use std::time::Duration;
 use kiseki_types::limits::{LOG_ENTRIES_PER_SNAPSHOT, SHARD_PROPOSALS_INFLIGHT_MAX};
 use kiseki_types::ShardId;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::batcher::{self, Proposal};
 use crate::error::ErrorContext;
 use crate::log_store::{LogStore, StorageFailure};
 use crate::metrics::LogCounters;
 use crate::{
-    Delta, DeltaOutcome, LogError, ShardLogMetrics, ShardState, SingleNodeNetworkFactory,
-    StateMachineStore, TypeConfig,
+    ClusterLayout, ClusterNetworkFactory, Delta, DeltaOutcome, LogError, ShardLogMetrics,
+    ShardState, SingleNodeNetworkFactory, StateMachineStore, TypeConfig,
 };
 
-/// The Raft node id of this node in every shard group (single voter for now).
+/// The Raft node id of a single-node server in every shard group.
 const NODE_ID: u64 = 1;
 /// The log directory (segments and meta file) inside a shard directory.
 const LOG_DIR_NAME: &str = "log";
@@ -53,14 +53,21 @@ impl Default for ShardLogOptions {
 
 /// The log of one shard: proposes deltas, answers with their applied outcomes.
 pub struct ShardLog {
-    shard: ShardId,
-    raft: Raft<TypeConfig>,
-    proposals: mpsc::Sender<Proposal>,
-    inflight: Arc<Semaphore>,
+    core: Arc<Core>,
     batcher: tokio::task::JoinHandle<()>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     counters: Arc<LogCounters>,
-    errors: ErrorContext,
+}
+
+/// What proposing needs, shared with the [`crate::ShardPeer`] handles the cluster service uses.
+pub(crate) struct Core {
+    pub(crate) shard: ShardId,
+    pub(crate) node_id: u64,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) proposals: mpsc::Sender<Proposal>,
+    pub(crate) inflight: Arc<Semaphore>,
+    pub(crate) errors: ErrorContext,
+    pub(crate) cluster: Option<ClusterLayout>,
 }
 
 impl ShardLog {
@@ -72,6 +79,43 @@ impl ShardLog {
         shard: ShardId,
         state: Arc<RwLock<S>>,
         options: ShardLogOptions,
+    ) -> Result<ShardLog, LogError> {
+        let log = Self::open_with(dir, shard, state, &options, None).await?;
+        match log.become_leader(options.leader_wait_ms_max).await {
+            Ok(()) => Ok(log),
+            Err(error) => {
+                log.shutdown().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens (or creates) this node's copy of `shard` in a cluster: restores the state, starts
+    /// the group member, and on a voter of the layout initializes a pristine group with the
+    /// layout's voters. Returns at once, without waiting for a leader: the group forms when
+    /// the other replicas open it (they are asked to) and a read barrier or proposal waits for
+    /// it, bounded.
+    pub async fn open_in_cluster<S: ShardState>(
+        dir: &Path,
+        shard: ShardId,
+        state: Arc<RwLock<S>>,
+        options: ShardLogOptions,
+        layout: ClusterLayout,
+    ) -> Result<ShardLog, LogError> {
+        let log = Self::open_with(dir, shard, state, &options, Some(layout)).await?;
+        if let Err(error) = crate::peer::join_group(&log.core).await {
+            log.shutdown().await;
+            return Err(error);
+        }
+        Ok(log)
+    }
+
+    async fn open_with<S: ShardState>(
+        dir: &Path,
+        shard: ShardId,
+        state: Arc<RwLock<S>>,
+        options: &ShardLogOptions,
+        cluster: Option<ClusterLayout>,
     ) -> Result<ShardLog, LogError> {
         let open_error = |path: &Path, source: io::Error| LogError::Open {
             shard,
@@ -99,102 +143,116 @@ impl ShardLog {
                 .map_err(|e| open_error(&log_path, e))?;
         let writer_thread = log_store.take_writer_thread();
         let state_machine = StateMachineStore::open(dir, state).map_err(|e| open_error(dir, e))?;
-        let config = raft_config(&options, &errors)?;
-        let raft = Raft::new(
-            NODE_ID,
-            config,
-            SingleNodeNetworkFactory,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|fatal| errors.fatal(fatal))?;
+        let config = raft_config(options, &errors, cluster.is_some())?;
+        let (node_id, raft) = match &cluster {
+            None => (
+                NODE_ID,
+                Raft::new(
+                    NODE_ID,
+                    config,
+                    SingleNodeNetworkFactory,
+                    log_store,
+                    state_machine,
+                )
+                .await,
+            ),
+            Some(layout) => (
+                layout.node_id,
+                Raft::new(
+                    layout.node_id,
+                    config,
+                    ClusterNetworkFactory::new(shard, Arc::clone(&layout.transport)),
+                    log_store,
+                    state_machine,
+                )
+                .await,
+            ),
+        };
+        let raft = raft.map_err(|fatal| errors.fatal(fatal))?;
         let (proposals, proposals_rx) = mpsc::channel(options.proposals_inflight_max.max(1));
-        let log = ShardLog {
-            shard,
-            raft: raft.clone(),
-            proposals,
-            inflight: Arc::new(Semaphore::new(options.proposals_inflight_max.max(1))),
-            batcher: batcher::spawn(raft, proposals_rx, errors.clone()),
+        let batcher = batcher::spawn(raft.clone(), proposals_rx, errors.clone());
+        Ok(ShardLog {
+            core: Arc::new(Core {
+                shard,
+                node_id,
+                raft,
+                proposals,
+                inflight: Arc::new(Semaphore::new(options.proposals_inflight_max.max(1))),
+                errors,
+                cluster,
+            }),
+            batcher,
             writer_thread,
             counters,
-            errors,
-        };
-        match log.become_leader(options.leader_wait_ms_max).await {
-            Ok(()) => Ok(log),
-            Err(error) => {
-                log.shutdown().await;
-                Err(error)
-            }
-        }
+        })
     }
 
     /// Initializes a pristine group, then waits for leadership and for the replay of the log.
     async fn become_leader(&self, wait_ms_max: u64) -> Result<(), LogError> {
-        let initialized = self
+        let core = &self.core;
+        let initialized = core
             .raft
             .is_initialized()
             .await
-            .map_err(|e| self.errors.fatal(e))?;
+            .map_err(|e| core.errors.fatal(e))?;
         if !initialized {
             let members = BTreeMap::from([(NODE_ID, BasicNode::default())]);
-            self.raft
+            core.raft
                 .initialize(members)
                 .await
-                .map_err(|e| self.errors.raft(e))?;
+                .map_err(|e| core.errors.raft(e))?;
         }
         let timeout = Some(Duration::from_millis(wait_ms_max));
         let timed_out = |_| LogError::LeaderTimeout {
-            shard: self.shard,
+            shard: core.shard,
             waited_ms: wait_ms_max,
         };
-        let metrics = self
+        let metrics = core
             .raft
             .wait(timeout)
             .state(ServerState::Leader, "leader")
             .await
             .map_err(timed_out)?;
-        self.raft
+        core.raft
             .wait(timeout)
             .applied_index_at_least(metrics.last_log_index, "log replayed")
             .await
             .map_err(timed_out)?;
-        tracing::info!(shard = %self.shard, last_log_index = ?metrics.last_log_index, "shard log open");
+        tracing::info!(shard = %core.shard, last_log_index = ?metrics.last_log_index, "shard log open");
         Ok(())
     }
 
     /// Proposes `delta` and returns its outcome once it is committed, durable and applied.
-    /// Waits for a slot when too many proposals are in flight.
+    /// Waits for a slot when too many proposals are in flight. In a cluster, a follower forwards
+    /// the delta to the leader and returns once its own state has applied the entry, so a write
+    /// is visible on the node that took it when the call returns.
     pub async fn propose(&self, delta: Delta) -> Result<DeltaOutcome, LogError> {
-        let _slot = self
-            .inflight
-            .acquire()
-            .await
-            .map_err(|_| self.errors.stopped())?;
-        let (reply, outcome) = oneshot::channel();
-        self.proposals
-            .send(Proposal { delta, reply })
-            .await
-            .map_err(|_| self.errors.stopped())?;
-        outcome.await.map_err(|_| self.errors.stopped())?
+        self.core.propose(delta).await
+    }
+
+    /// A handle for the cluster service: serves peers' calls to this shard and offers the
+    /// cluster operations, without keeping the log open.
+    pub fn peer(&self) -> crate::ShardPeer {
+        crate::ShardPeer::new(&self.core)
     }
 
     /// Stops the group, waits for in-flight proposals to be answered and closes the log files.
     pub async fn shutdown(self) {
         let ShardLog {
-            shard,
-            raft,
-            proposals,
-            inflight,
+            core,
             batcher,
             writer_thread,
             ..
         } = self;
-        inflight.close();
+        let shard = core.shard;
+        let raft = core.raft.clone();
+        core.inflight.close();
         if let Err(error) = raft.shutdown().await {
             tracing::warn!(%shard, %error, "raft core did not stop cleanly");
         }
-        drop(proposals);
+        // Peer handles hold the core only briefly (weakly otherwise): once the last call in
+        // flight is answered, the proposal channel closes and the batcher ends.
+        drop(core);
         let _ = batcher.await;
         // The core dropped the log store: the writer drains its queue and closes the database.
         drop(raft);
@@ -206,12 +264,12 @@ impl ShardLog {
 
     /// The shard this log belongs to.
     pub fn shard(&self) -> ShardId {
-        self.shard
+        self.core.shard
     }
 
     /// A snapshot of the log's metrics.
     pub fn metrics(&self) -> ShardLogMetrics {
-        let raft = self.raft.metrics().borrow().clone();
+        let raft = self.core.raft.metrics().borrow().clone();
         let counters = &self.counters;
         ShardLogMetrics {
             last_log_index: raft.last_log_index,
@@ -233,14 +291,21 @@ impl ShardLog {
     }
 }
 
-/// openraft's config for a single-voter shard group: short timeouts (no peers to wait for),
-/// snapshots every `entries_per_snapshot` entries, then compaction down to a few entries.
-fn raft_config(options: &ShardLogOptions, errors: &ErrorContext) -> Result<Arc<Config>, LogError> {
+/// openraft's config for a shard group: short timeouts (a single voter has no peers to wait
+/// for; cluster peers are on a LAN), snapshots every `entries_per_snapshot` entries, then
+/// compaction down to a few entries.
+fn raft_config(
+    options: &ShardLogOptions,
+    errors: &ErrorContext,
+    cluster: bool,
+) -> Result<Arc<Config>, LogError> {
     let config = Config {
         cluster_name: format!("kiseki-{}", errors.shard),
         heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        election_timeout_min: if cluster { 500 } else { 300 },
+        election_timeout_max: if cluster { 1000 } else { 600 },
+        // Bounded snapshot chunks, well inside the transport's message limit.
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(options.entries_per_snapshot.max(1)),
         max_in_snapshot_log_to_keep: options.entries_kept_after_snapshot,
         ..Config::default()

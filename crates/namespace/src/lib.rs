@@ -19,6 +19,7 @@ mod native;
 pub mod object;
 mod reader;
 mod registry;
+mod streaming_md5;
 mod tenant;
 mod uploads;
 mod view;

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kiseki_log::{Delta, ObjectWrite, Owner, PutCondition};
 use kiseki_types::limits::LIST_PAGE_ENTRIES_MAX;
 use kiseki_types::{
@@ -16,6 +17,7 @@ use kiseki_types::{
 use md5::{Digest, Md5};
 
 use crate::names::validate_name;
+use crate::streaming_md5::StreamingMd5;
 use crate::{ChunkWriter, ListEntry, ListRequest, RangeReader, TenantNamespace, WrittenData};
 
 /// System-metadata key of the ETag (lowercase hex MD5, or `hex-N` for multipart objects).
@@ -214,14 +216,14 @@ pub fn multipart_etag(parts: &[(u32, String)]) -> Option<String> {
 /// A streaming object write: cuts bytes into chunks (see [`ChunkWriter`]) and takes their MD5.
 pub struct ObjectWriter {
     writer: ChunkWriter,
-    digest: Md5,
+    digest: StreamingMd5,
 }
 
 impl ObjectWriter {
     /// Adds bytes.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), NamespaceError> {
-        self.digest.update(data);
-        self.writer.write(data).await
+    pub async fn write(&mut self, data: Bytes) -> Result<(), NamespaceError> {
+        self.writer.write(&data).await?;
+        self.digest.update(data).await
     }
 
     /// Bytes accepted so far.
@@ -236,8 +238,8 @@ impl ObjectWriter {
 
     /// Waits for every chunk to be durable; returns the extents and the MD5 (hex).
     pub async fn finish(self) -> Result<(WrittenData, String), NamespaceError> {
-        let md5 = hex::encode(self.digest.finalize());
-        Ok((self.writer.finish().await?, md5))
+        let data = self.writer.finish().await?;
+        Ok((data, self.digest.finish().await?))
     }
 }
 
@@ -417,7 +419,7 @@ impl TenantNamespace {
     pub fn object_writer(&self) -> ObjectWriter {
         ObjectWriter {
             writer: self.writer(),
-            digest: Md5::new(),
+            digest: StreamingMd5::new(),
         }
     }
 

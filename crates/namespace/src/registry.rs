@@ -1,4 +1,11 @@
 //! The namespaces of all tenants a server holds, opened on first use.
+//!
+//! In a cluster, a tenant's shard is opened on every node (voter or learner, see
+//! `kiseki_log::ClusterLayout`), and [`Namespace::tenant`] passes a read barrier before handing
+//! the namespace out, so every request served from it sees every write acknowledged before the
+//! request began, on whichever node (linearizable reads). [`Namespace::shard_peer`] opens a
+//! shard for the cluster service without that barrier (a peer's Raft call must never wait for
+//! the group it is part of forming).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -6,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use kiseki_chunk::ChunkService;
 use kiseki_crypto::KeySource;
-use kiseki_log::{ShardLog, ShardLogOptions};
+use kiseki_log::{ClusterLayout, ShardLog, ShardLogOptions, ShardPeer};
 use kiseki_types::limits::{CHUNK_SIZE_BYTES_DEFAULT, CHUNK_SIZE_BYTES_MAX, CHUNK_SIZE_BYTES_MIN};
 use kiseki_types::{ErrorKind, NamespaceError, ShardId, TenantId};
 
@@ -22,6 +29,8 @@ pub struct NamespaceConfig {
     pub chunk_size: u32,
     /// Shard log tunables.
     pub log: ShardLogOptions,
+    /// The cluster this server is a node of; `None` for a single-node server.
+    pub cluster: Option<ClusterLayout>,
 }
 
 impl NamespaceConfig {
@@ -31,6 +40,7 @@ impl NamespaceConfig {
             shards_dir,
             chunk_size: CHUNK_SIZE_BYTES_DEFAULT,
             log: ShardLogOptions::default(),
+            cluster: None,
         }
     }
 }
@@ -40,7 +50,7 @@ pub struct Namespace {
     config: NamespaceConfig,
     keys: Arc<dyn KeySource>,
     chunks: ChunkService,
-    tenants: tokio::sync::Mutex<HashMap<TenantId, Arc<TenantNamespace>>>,
+    tenants: tokio::sync::Mutex<HashMap<TenantId, (Arc<TenantNamespace>, ShardPeer)>>,
 }
 
 impl Namespace {
@@ -67,11 +77,46 @@ impl Namespace {
         })
     }
 
-    /// The namespace of `tenant`, opening its shard (and creating its keys) on first use.
+    /// The namespace of `tenant`, opening its shard (and creating its keys) on first use. In a
+    /// cluster, waits (bounded) until this node's copy reflects every write acknowledged before
+    /// the call.
     pub async fn tenant(&self, tenant: TenantId) -> Result<Arc<TenantNamespace>, NamespaceError> {
+        let (namespace, peer) = self.open(tenant).await?;
+        if self.config.cluster.is_some() {
+            peer.read_barrier()
+                .await
+                .map_err(|error| from_log_error(error, &format!("tenant {tenant}")))?;
+        }
+        Ok(namespace)
+    }
+
+    /// The namespace of `tenant`, opened (and its keys created) on first use, without the read
+    /// barrier of [`Self::tenant`]: for start-up, where a cluster may not have formed yet.
+    pub async fn open_tenant(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Arc<TenantNamespace>, NamespaceError> {
+        Ok(self.open(tenant).await?.0)
+    }
+
+    /// The cluster handle of `shard`, opening it on first use (for the cluster service).
+    pub async fn shard_peer(&self, shard: ShardId) -> Result<ShardPeer, NamespaceError> {
+        if shard.index != 0 {
+            return Err(NamespaceError::new(
+                ErrorKind::NotFound,
+                format!("shard {shard}: tenants have one shard (index 0)"),
+            ));
+        }
+        Ok(self.open(shard.tenant).await?.1)
+    }
+
+    async fn open(
+        &self,
+        tenant: TenantId,
+    ) -> Result<(Arc<TenantNamespace>, ShardPeer), NamespaceError> {
         let mut tenants = self.tenants.lock().await;
-        if let Some(namespace) = tenants.get(&tenant) {
-            return Ok(Arc::clone(namespace));
+        if let Some((namespace, peer)) = tenants.get(&tenant) {
+            return Ok((Arc::clone(namespace), peer.clone()));
         }
         let what = format!("tenant {tenant}");
         self.keys
@@ -86,9 +131,16 @@ impl Namespace {
         let shard = ShardId { tenant, index: 0 };
         let view = Arc::new(RwLock::new(NamespaceView::new(shard.index)));
         let dir = self.config.shards_dir.join(shard.to_string());
-        let log = ShardLog::open(&dir, shard, Arc::clone(&view), self.config.log.clone())
-            .await
-            .map_err(|error| from_log_error(error, &what))?;
+        let options = self.config.log.clone();
+        let log = match &self.config.cluster {
+            None => ShardLog::open(&dir, shard, Arc::clone(&view), options).await,
+            Some(layout) => {
+                ShardLog::open_in_cluster(&dir, shard, Arc::clone(&view), options, layout.clone())
+                    .await
+            }
+        }
+        .map_err(|error| from_log_error(error, &what))?;
+        let peer = log.peer();
         let namespace = Arc::new(TenantNamespace::new(
             tenant,
             view,
@@ -97,13 +149,17 @@ impl Namespace {
             self.chunks.clone(),
             self.config.chunk_size as usize,
         ));
-        tenants.insert(tenant, Arc::clone(&namespace));
-        Ok(namespace)
+        tenants.insert(tenant, (Arc::clone(&namespace), peer.clone()));
+        Ok((namespace, peer))
     }
 
     /// The tenants opened so far.
     pub async fn open_tenants(&self) -> Vec<Arc<TenantNamespace>> {
-        self.tenants.lock().await.values().cloned().collect()
+        let tenants = self.tenants.lock().await;
+        tenants
+            .values()
+            .map(|(namespace, _)| Arc::clone(namespace))
+            .collect()
     }
 
     /// Stops every shard log after the writes in flight are answered.
@@ -113,7 +169,7 @@ impl Namespace {
             .lock()
             .await
             .drain()
-            .map(|(_, namespace)| namespace)
+            .map(|(_, (namespace, _))| namespace)
             .collect();
         for namespace in tenants {
             namespace.shutdown().await;

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::error::from_chunk_error;
 
 /// Chunks being sealed and stored at once by one writer.
-const CHUNKS_IN_FLIGHT_MAX: usize = 2;
+const CHUNKS_IN_FLIGHT_MAX: usize = 4;
 
 /// The durable result of a streaming write: extents from offset zero, ready for one delta.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

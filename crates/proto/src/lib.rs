@@ -31,6 +31,15 @@ pub mod keyserver {
     }
 }
 
+/// Generated code of the `kiseki.cluster.*` packages: the node-to-node service of a cluster.
+pub mod cluster {
+    /// Version 1 of the node-to-node service (see `cluster.proto`).
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("kiseki.cluster.v1");
+    }
+}
+
 /// Generated code of the `kiseki.namespace.*` packages: the native client protocol.
 pub mod namespace {
     /// Version 1 of the native client protocol (see `native.proto`).

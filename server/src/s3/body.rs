@@ -33,7 +33,7 @@ pub async fn store(
                     "bodies are limited to {bytes_max} bytes"
                 ));
             }
-            writer.write(&piece).await.map_err(namespace_error)?;
+            writer.write(piece).await.map_err(namespace_error)?;
         }
     }
     let (data, md5) = writer.finish().await.map_err(namespace_error)?;

@@ -1,0 +1,173 @@
+//! Cache modes end to end: a bypass path neither reads nor fills the cache; organic caching
+//! keeps a hot file through a one-pass stream larger than the cache; a node config with an
+//! unknown key is refused by name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::agent::{pattern, AgentMount};
+use common::{binary, free_port, Mount, Server};
+
+/// Empties the kernel's page cache, so reads reach the FUSE client.
+fn drop_page_cache() {
+    let _ = std::process::Command::new("sync").status();
+    fs::write("/proc/sys/vm/drop_caches", "3").expect("drop_caches (tests run as root)");
+}
+
+fn read(path: &Path, expected: &[u8]) {
+    drop_page_cache();
+    assert!(
+        fs::read(path).unwrap() == expected,
+        "{} differs",
+        path.display()
+    );
+}
+
+fn chunk_gets(agent: &AgentMount) -> u64 {
+    agent.status()["requests"]["chunk_gets"].as_u64().unwrap()
+}
+
+fn server_and_writer(dir: &Path, files: &[(&str, &[u8])]) -> (Server, Mount) {
+    let server = Server::start(&dir.join("data"), free_port());
+    let writer = Mount::start(&server, &dir.join("writer"));
+    for (name, bytes) in files {
+        let path = writer.path.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+    }
+    (server, writer)
+}
+
+#[test]
+fn bypass_paths_neither_read_nor_fill_the_cache() {
+    let dir = tempfile::Builder::new()
+        .prefix("kiseki-modes-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let checkpoint = pattern(6 << 20, 3);
+    let data = pattern(6 << 20, 4);
+    let warm = pattern(9 << 20, 7);
+    let (server, _writer) = server_and_writer(
+        dir.path(),
+        &[
+            ("bucket/ckpt/step1", &checkpoint),
+            ("bucket/data/x", &data),
+            ("bucket/warm/y", &warm),
+        ],
+    );
+    let config = dir.path().join("node.yaml");
+    fs::write(
+        &config,
+        "cache:\n  default_mode: organic\n  modes:\n    - path: /bucket/ckpt\n      mode: bypass\n",
+    )
+    .unwrap();
+    let agent = AgentMount::start_with(
+        &server,
+        dir.path(),
+        "agent",
+        256 << 20,
+        &["--config", config.to_str().unwrap()],
+    );
+    let file = agent.mount.path.join("bucket/ckpt/step1");
+    for _ in 0..2 {
+        let before = chunk_gets(&agent);
+        read(&file, &checkpoint);
+        assert!(
+            chunk_gets(&agent) >= before + 2,
+            "bypass reads go to the server"
+        );
+    }
+    let status = agent.status();
+    assert_eq!(
+        status["l1"]["bytes"], 0,
+        "bypass reads fill nothing: {status}"
+    );
+    assert_eq!(
+        status["misses"], 0,
+        "bypass reads look nothing up: {status}"
+    );
+
+    let organic = agent.mount.path.join("bucket/data/x");
+    read(&organic, &data);
+    let before = chunk_gets(&agent);
+    read(&organic, &data);
+    assert_eq!(chunk_gets(&agent), before, "organic data is cached");
+
+    // Organic staging warms L2 without pinning: the reads that follow stay on the node.
+    agent.kiseki_ok(&["stage", "/bucket/warm", "--mode", "organic", "--wait"]);
+    let status = agent.status();
+    assert!(status["pins"].as_array().unwrap().is_empty(), "{status}");
+    let before = chunk_gets(&agent);
+    read(&agent.mount.path.join("bucket/warm/y"), &warm);
+    assert_eq!(
+        chunk_gets(&agent),
+        before,
+        "organically staged data is cached"
+    );
+}
+
+#[test]
+fn a_one_pass_stream_does_not_flush_the_hot_file() {
+    let dir = tempfile::Builder::new()
+        .prefix("kiseki-modes-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let hot = pattern(8 << 20, 5);
+    let stream = pattern(96 << 20, 6);
+    let (server, _writer) = server_and_writer(
+        dir.path(),
+        &[("bucket/hot", &hot), ("bucket/stream", &stream)],
+    );
+    let agent = AgentMount::start_with(
+        &server,
+        dir.path(),
+        "agent",
+        32 << 20,
+        &["--cache-memory-bytes", "16MiB"],
+    );
+    let hot_path = agent.mount.path.join("bucket/hot");
+    // Used twice, apart: the hot set.
+    read(&hot_path, &hot);
+    std::thread::sleep(Duration::from_millis(800));
+    read(&hot_path, &hot);
+    // One pass over more than L1 + L2.
+    read(&agent.mount.path.join("bucket/stream"), &stream);
+    let before = chunk_gets(&agent);
+    read(&hot_path, &hot);
+    assert_eq!(
+        chunk_gets(&agent),
+        before,
+        "the hot file survived the stream: {}",
+        agent.status()
+    );
+}
+
+#[test]
+fn a_node_config_with_an_unknown_key_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.yaml");
+    fs::write(&config, "cache:\n  disk_byte: 4GiB\n").unwrap();
+    let output = std::process::Command::new(binary("kiseki-client-fuse"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--insecure-plaintext",
+            "--access-key",
+            "a",
+            "--secret-key",
+            "b",
+        ])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("disk_byte"), "{stderr}");
+}

@@ -1,0 +1,153 @@
+//! Files written durably: a new file's bytes are synced, it is renamed into place, and its
+//! directory is synced, so after a crash a name holds either nothing or the whole file.
+//!
+//! Bytes go to disk with direct I/O. A buffered write copies every byte into the page cache
+//! first; on the machines we measured, that copy cost as much CPU as sealing the chunk, and
+//! buffered sequential writes ran at a fraction of the disk's direct rate. Direct I/O needs
+//! block-aligned memory, offsets and lengths: the data is copied into a per-thread aligned
+//! buffer (reused, so its pages stay warm), written padded to the block size, and the file is
+//! cut back to the data's length before `fdatasync`. File systems without direct I/O (tmpfs)
+//! get a plain buffered write.
+
+use std::cell::RefCell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Alignment of buffer, offsets and lengths; 4096 covers every common logical block size.
+const ALIGN: usize = 4096;
+/// Largest write made through the aligned buffer; larger data is written buffered (chunk
+/// frames are far smaller, so this only bounds the buffer).
+const DIRECT_BYTES_MAX: usize = 64 << 20;
+
+/// Distinguishes temporary files of concurrent writes in one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static ALIGNED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes `path` hold `data` durably, replacing any file there: writes a temporary file in the
+/// same directory (creating missing directories), syncs it, renames it over `path` and syncs
+/// the directory.
+pub(crate) fn replace_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("a durable file needs a parent directory"))?;
+    ensure_dir(dir)?;
+    let temp = dir.join(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = create_synced(&temp, data)
+        .and_then(|()| fs::rename(&temp, path))
+        .and_then(|()| sync_dir(dir));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Syncs directory `dir` (its entries: created, renamed or removed names).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (and its parents) if missing, syncing each parent whose entries changed.
+pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        ensure_dir(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(parent)?,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` (which must not exist) holding `data`, synced (`fdatasync`) before returning.
+fn create_synced(path: &Path, data: &[u8]) -> io::Result<()> {
+    if data.len() <= DIRECT_BYTES_MAX {
+        match open_new(path, libc::O_DIRECT) {
+            Ok(file) => return write_direct(path, file, data),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let mut file = open_new(path, 0)?;
+    file.write_all(data)?;
+    file.sync_data()
+}
+
+fn open_new(path: &Path, flags: i32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(flags)
+        .open(path)
+}
+
+fn write_direct(path: &Path, mut file: File, data: &[u8]) -> io::Result<()> {
+    let padded = data.len().div_ceil(ALIGN) * ALIGN;
+    let written = ALIGNED.with(|cell| {
+        let mut buffer = cell.borrow_mut();
+        if buffer.len() < padded + ALIGN {
+            buffer.resize(padded + ALIGN, 0);
+        }
+        let start = buffer.as_ptr().align_offset(ALIGN);
+        let aligned = &mut buffer[start..start + padded];
+        aligned[..data.len()].copy_from_slice(data);
+        aligned[data.len()..].fill(0);
+        match file.write(aligned) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(0),
+            other => other,
+        }
+    })?;
+    if written < data.len() {
+        // A short direct write (the disk filling up) leaves an unaligned offset: finish with a
+        // buffered write, which reports the real cause.
+        drop(file);
+        let mut file = OpenOptions::new().write(true).open(path)?;
+        file.seek(SeekFrom::Start(written as u64))?;
+        file.write_all(&data[written..])?;
+        file.set_len(data.len() as u64)?;
+        return file.sync_data();
+    }
+    if padded != data.len() {
+        file.set_len(data.len() as u64)?;
+    }
+    file.sync_data()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_hold_exactly_the_data_whatever_its_length() {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        for (n, len) in [0usize, 1, 4095, 4096, 4097, 1 << 20, (4 << 20) + 123]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+            let path = dir.path().join("sub").join(format!("f{n}"));
+            replace_durably(&path, &data).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
+            assert!(
+                create_synced(&path, &data).is_err(),
+                "a new file never overwrites one"
+            );
+            replace_durably(&path, b"replaced").unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"replaced");
+        }
+    }
+}
