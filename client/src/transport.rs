@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use kiseki_chunk::FRAME_BYTES_MAX;
 use kiseki_crypto::TenantKeyMaterial;
 use kiseki_proto::namespace::v1 as wire;
 use kiseki_proto::namespace::v1::native_service_client::NativeServiceClient;
 use kiseki_proto::{
-    attr_from_wire, extent_from_wire, extent_to_wire, kind_from_wire, status_namespace_error,
-    tenant_key_material, ACCESS_KEY_HEADER, CHUNK_PIECE_BYTES, NATIVE_MESSAGE_BYTES_MAX,
-    NATIVE_PROTOCOL_VERSION, SECRET_KEY_HEADER,
+    attr_from_wire, extent_from_wire, extent_to_wire, frame_pieces, kind_from_wire,
+    status_namespace_error, tenant_key_material, FrameAssembler, FrameAssemblyError,
+    ACCESS_KEY_HEADER, NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION, SECRET_KEY_HEADER,
 };
 use kiseki_types::{
     Attributes, ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId, Timestamp,
@@ -340,18 +341,16 @@ impl GrpcTransport {
     ) -> Result<wire::PutChunkResponse> {
         let frame_len = frame.len() as u64;
         let mut commit = commit;
-        let pieces: Vec<wire::ChunkPiece> = (0..frame.len().max(1))
-            .step_by(CHUNK_PIECE_BYTES)
+        let pieces: Vec<wire::ChunkPiece> = frame_pieces(&frame)
             .enumerate()
-            .map(|(index, start)| wire::ChunkPiece {
-                chunk_id: if index == 0 {
-                    id.0.to_vec()
-                } else {
-                    Vec::new()
-                },
-                frame_len: if index == 0 { frame_len } else { 0 },
-                data: frame[start..(start + CHUNK_PIECE_BYTES).min(frame.len())].to_vec(),
-                commit: commit.take(),
+            .map(|(index, data)| {
+                let first = index == 0;
+                wire::ChunkPiece {
+                    chunk_id: if first { id.0.to_vec() } else { Vec::new() },
+                    frame_len: if first { frame_len } else { 0 },
+                    data,
+                    commit: commit.take(),
+                }
             })
             .collect();
         let request = self.request(futures::stream::iter(pieces));
@@ -762,29 +761,26 @@ impl Transport for GrpcTransport {
             .await
             .map_err(error)?
             .into_inner();
-        let mut frame = BytesMut::new();
-        let mut expected = None;
+        let corrupt = |error: FrameAssemblyError| {
+            NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {error}"))
+        };
+        let mut frame: Option<FrameAssembler> = None;
         while let Some(piece) = stream.message().await.map_err(error)? {
-            if expected.is_none() {
-                let len = usize::try_from(piece.frame_len).unwrap_or(usize::MAX);
-                if len > NATIVE_MESSAGE_BYTES_MAX * 8 {
-                    return Err(NamespaceError::new(
-                        ErrorKind::Corrupt,
-                        format!("chunk {id} frame of {len} bytes"),
-                    ));
-                }
-                frame.reserve(len);
-                expected = Some(len);
-            }
-            frame.extend_from_slice(&piece.data);
-            if frame.len() > expected.unwrap_or(0) {
-                return Err(NamespaceError::new(
-                    ErrorKind::Corrupt,
-                    format!("chunk {id} frame longer than announced"),
-                ));
-            }
+            let assembler = match &mut frame {
+                Some(assembler) => assembler,
+                None => frame.insert(
+                    FrameAssembler::new(piece.frame_len, FRAME_BYTES_MAX).map_err(corrupt)?,
+                ),
+            };
+            assembler.push(piece.data).map_err(corrupt)?;
         }
-        Ok(frame.freeze())
+        match frame {
+            Some(assembler) => assembler.finish().map_err(corrupt),
+            None => Err(NamespaceError::new(
+                ErrorKind::Corrupt,
+                format!("chunk {id}: empty reply"),
+            )),
+        }
     }
 }
 

@@ -107,12 +107,14 @@ struct Args {
     command: Option<RepairCommand>,
 }
 
-/// Offline repair of erasure-coded pools (best with the server stopped).
+/// Offline repair of erasure-coded pools (best with the server stopped). In a cluster the pass
+/// covers every node's devices of the pool (through the peers) and may run next to the node.
 #[derive(Debug, clap::Subcommand)]
 enum RepairCommand {
     /// Read and verify every fragment; regenerate corrupt and missing ones from parity.
     Scrub,
-    /// Regenerate missing fragments (a lost or replaced device) until full redundancy returns.
+    /// Regenerate missing fragments (a lost or replaced device) until full redundancy returns;
+    /// in a cluster also send this node's plain-pool chunks to their shard's other replicas.
     Rebuild,
     /// Cluster administration (CA, node certificates, shard membership).
     #[command(flatten)]
@@ -120,7 +122,11 @@ enum RepairCommand {
 }
 
 /// Runs a repair command; fails when a chunk cannot be recovered.
-async fn repair(command: &RepairCommand, pools: &pools::Pools) -> anyhow::Result<()> {
+async fn repair(
+    command: &RepairCommand,
+    pools: &pools::Pools,
+    cluster: Option<&cluster::ClusterNode>,
+) -> anyhow::Result<()> {
     let verify = matches!(command, RepairCommand::Scrub);
     let mut lost = 0;
     for (pool, report) in pools.repair_all(verify).await? {
@@ -139,7 +145,23 @@ async fn repair(command: &RepairCommand, pools: &pools::Pools) -> anyhow::Result
         for (tenant, chunk, reason) in &report.lost {
             println!("  lost: tenant {tenant} chunk {chunk}: {reason}");
         }
+        for device in &report.devices_unreachable {
+            println!("  unreachable: {device}");
+        }
         lost += report.chunks_unrecoverable;
+    }
+    if let (Some(cluster), RepairCommand::Rebuild) = (cluster, command) {
+        // Whole chunk copies of plain pools: back to every replica of their shard.
+        let report = cluster
+            .recopy(Arc::clone(&pools.store), pools.directories.clone())
+            .await?;
+        println!(
+            "chunk copies: {} chunks, {} copies sent to replicas, {} failed",
+            report.chunks_scanned, report.copies_sent, report.copies_failed
+        );
+        for failure in &report.failures {
+            println!("  failed: {failure}");
+        }
     }
     anyhow::ensure!(lost == 0, "{lost} chunks cannot be recovered");
     Ok(())
@@ -218,11 +240,23 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
     let (keys, key_material) = node::key_source(&config)?;
-    let pools = pools::Pools::open(&config)?;
+    let cluster_node = node::cluster_node(&config)?;
+    let pools = pools::Pools::open_in(
+        &config,
+        cluster_node
+            .as_ref()
+            .map(|node| node as &dyn pools::ClusterDevices),
+    )?;
     if let Some(command) = &args.command {
-        return repair(command, &pools).await;
+        return repair(command, &pools, cluster_node.as_ref()).await;
     }
-    let (namespace, cluster) = node::storage(&config, keys, Arc::clone(&pools.store))?;
+    let (namespace, cluster) = node::storage(
+        &config,
+        keys,
+        Arc::clone(&pools.store),
+        cluster_node,
+        pools.erasure_names(),
+    )?;
     let namespace = Arc::new(namespace);
     let (shutdown_sender, shutdown) = watch::channel(false);
     let cluster = node::serve_cluster(cluster, &namespace, &pools, shutdown.clone()).await?;

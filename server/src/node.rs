@@ -49,12 +49,25 @@ pub struct ServedCluster {
     pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+/// The cluster parts of a node with a `cluster` section (identity, peers, layout), built before
+/// the pools because erasure-coded pools span the peers' devices.
+pub fn cluster_node(config: &ServerConfig) -> anyhow::Result<Option<ClusterNode>> {
+    config
+        .cluster
+        .as_ref()
+        .map(|cluster| ClusterNode::new(cluster, &config.data_dir))
+        .transpose()
+}
+
 /// The namespace over the configured pools; new chunks go to the first pool. In a cluster,
-/// chunks are replicated and shards are groups over the cluster's nodes.
+/// chunks are replicated (those of the `erasure` pools excepted: their fragments are spread
+/// over the nodes) and shards are groups over the cluster's nodes.
 pub fn storage(
     config: &ServerConfig,
     keys: Arc<dyn KeySource>,
     store: Arc<dyn ChunkStore>,
+    cluster: Option<ClusterNode>,
+    erasure: Vec<PoolName>,
 ) -> anyhow::Result<(Namespace, Option<Cluster>)> {
     let first = config
         .pools
@@ -65,12 +78,14 @@ pub fn storage(
     };
     let mut namespace_config = NamespaceConfig::new(config.data_dir.join("shards"));
     namespace_config.chunk_size = config.chunk_size_bytes;
-    let (chunks, cluster) = match &config.cluster {
+    let (chunks, cluster) = match cluster {
         None => (ChunkService::new(store, placement), None),
-        Some(cluster_config) => {
-            let node = ClusterNode::new(cluster_config, &config.data_dir)?;
+        Some(node) => {
             namespace_config.cluster = Some(node.layout().clone());
-            let chunks = ChunkService::new(node.chunk_store(Arc::clone(&store)), placement.clone());
+            let chunks = ChunkService::new(
+                node.chunk_store(Arc::clone(&store), erasure),
+                placement.clone(),
+            );
             (
                 chunks,
                 Some(Cluster {
@@ -90,7 +105,7 @@ pub fn storage(
 #[cfg(test)]
 pub fn namespace(config: &ServerConfig, keys: Arc<dyn KeySource>) -> anyhow::Result<Namespace> {
     let pools = crate::pools::Pools::open(config)?;
-    Ok(storage(config, keys, pools.store)?.0)
+    Ok(storage(config, keys, pools.store, None, Vec::new())?.0)
 }
 
 /// Starts the node-to-node service of a cluster node (nothing for a single-node server).
@@ -107,7 +122,7 @@ pub async fn serve_cluster(
     let devices: Vec<Arc<dyn kiseki_chunk::FragmentStore>> = pools
         .erasure
         .iter()
-        .flat_map(|pool| pool.store.devices().iter().cloned())
+        .flat_map(|pool| pool.local_devices.iter().cloned())
         .collect();
     let (address, task) = cluster
         .node

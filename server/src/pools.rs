@@ -4,6 +4,13 @@
 //! placement and finds reads in whichever pool holds the chunk. Also runs the periodic scrub of
 //! erasure-coded pools, offline `scrub`/`rebuild` passes, and exposes their counters as metrics.
 //!
+//! In a cluster, an erasure-coded pool spans the nodes: its devices are this node's own device
+//! directories (recorded as devices of this node) plus the devices of the same names on every
+//! peer, reached through [`crate::cluster::ClusterNode::remote_fragment_store`]. Every node of a
+//! cluster therefore declares the same erasure-coded pools with the same device names (relative
+//! paths, or absolute paths that are equal on every node), so that all nodes compute the same
+//! placement.
+//!
 //! This module owns wiring only: coding, placement and repair live in `kiseki-chunk`.
 
 use std::collections::HashMap;
@@ -28,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::config::{PoolConfig, ServerConfig};
 
-/// The node id recorded in the device descriptors of local devices (single-node placement).
+/// The node id recorded in the device descriptors of local devices of a single-node server.
 const LOCAL_NODE: u64 = 0;
 /// Shortest accepted periodic scrub interval.
 pub const SCRUB_INTERVAL_SECS_MIN: u64 = 10;
@@ -39,6 +46,19 @@ pub struct Pools {
     pub store: Arc<dyn ChunkStore>,
     /// Erasure-coded pools, for repair and metrics.
     pub erasure: Vec<ErasurePool>,
+    /// Directories of the single-directory pools (whole chunk files).
+    pub directories: Vec<PathBuf>,
+}
+
+/// What an erasure-coded pool needs from the cluster: this node's id, its peers' ids, and a
+/// fragment store for a device of a peer.
+pub trait ClusterDevices {
+    /// This node's id.
+    fn node_id(&self) -> u64;
+    /// The other nodes' ids.
+    fn peer_ids(&self) -> Vec<u64>;
+    /// The device `info.device` of peer `info.node`.
+    fn remote_device(&self, info: DeviceInfo) -> Arc<dyn FragmentStore>;
 }
 
 /// One erasure-coded pool.
@@ -47,6 +67,8 @@ pub struct ErasurePool {
     pub name: String,
     /// The store.
     pub store: Arc<ErasureChunkStore>,
+    /// This node's own devices of the pool (served to the peers in a cluster).
+    pub local_devices: Vec<Arc<dyn FragmentStore>>,
     /// Periodic scrub interval, if any.
     pub scrub_interval: Option<Duration>,
 }
@@ -113,38 +135,68 @@ fn open_erasure(
     config: &ServerConfig,
     pool: &PoolConfig,
     policy: EcPolicy,
+    cluster: Option<&dyn ClusterDevices>,
 ) -> anyhow::Result<ErasurePool> {
-    let mut devices: Vec<Arc<dyn FragmentStore>> = Vec::new();
+    let node = cluster.map_or(LOCAL_NODE, |cluster| cluster.node_id());
+    let mut local_devices: Vec<Arc<dyn FragmentStore>> = Vec::new();
     for device in &pool.devices {
         let info = DeviceInfo {
-            node: LOCAL_NODE,
+            node,
             device: device.display().to_string(),
             class: pool.device_class,
         };
         let dir = device_dir(config, device);
         let store = FsFragmentStore::open(info, &dir)
             .with_context(|| format!("pool {}: device {}", pool.name, dir.display()))?;
-        devices.push(Arc::new(store));
+        local_devices.push(Arc::new(store));
+    }
+    let mut devices = local_devices.clone();
+    if let Some(cluster) = cluster {
+        for peer in cluster.peer_ids() {
+            for device in &pool.devices {
+                devices.push(cluster.remote_device(DeviceInfo {
+                    node: peer,
+                    device: device.display().to_string(),
+                    class: pool.device_class,
+                }));
+            }
+        }
+        // The same order on every node (placement ties break by position).
+        devices.sort_by(|a, b| {
+            let (a, b) = (a.device(), b.device());
+            (a.node, &a.device).cmp(&(b.node, &b.device))
+        });
     }
     let store = ErasureChunkStore::open(PoolName(pool.name.clone()), devices, policy, 1)
         .with_context(|| format!("pool {}", pool.name))?;
     Ok(ErasurePool {
         name: pool.name.clone(),
         store: Arc::new(store),
+        local_devices,
         scrub_interval: pool.scrub_interval_secs.map(Duration::from_secs),
     })
 }
 
 impl Pools {
-    /// Opens every configured pool. With only single-directory pools the store is the plain
-    /// [`FsChunkStore`] it always was.
+    /// Opens every configured pool of a single-node server. With only single-directory pools
+    /// the store is the plain [`FsChunkStore`] it always was.
+    #[cfg(test)]
     pub fn open(config: &ServerConfig) -> anyhow::Result<Self> {
+        Self::open_in(config, None)
+    }
+
+    /// Opens every configured pool; in a cluster (`cluster`), erasure-coded pools span the
+    /// devices of every node.
+    pub fn open_in(
+        config: &ServerConfig,
+        cluster: Option<&dyn ClusterDevices>,
+    ) -> anyhow::Result<Self> {
         let mut directories = Vec::new();
         let mut erasure = Vec::new();
         for pool in &config.pools {
             check(pool)?;
             match policy(pool)? {
-                Some(policy) => erasure.push(open_erasure(config, pool, policy)?),
+                Some(policy) => erasure.push(open_erasure(config, pool, policy, cluster)?),
                 None => directories.push((
                     PoolName(pool.name.clone()),
                     config.pool_dir(pool),
@@ -152,11 +204,13 @@ impl Pools {
                 )),
             }
         }
+        let dirs = directories.iter().map(|(_, dir, _)| dir.clone()).collect();
         let fs = FsChunkStore::open(directories).context("opening chunk pools")?;
         if erasure.is_empty() {
             return Ok(Pools {
                 store: Arc::new(fs),
                 erasure,
+                directories: dirs,
             });
         }
         let mut routes: Vec<(PoolName, Arc<dyn ChunkStore>)> = Vec::new();
@@ -171,7 +225,17 @@ impl Pools {
         Ok(Pools {
             store: Arc::new(PoolRouter { routes }),
             erasure,
+            directories: dirs,
         })
+    }
+
+    /// The names of the erasure-coded pools (their chunks are not copied whole to replicas:
+    /// the coding is their redundancy).
+    pub fn erasure_names(&self) -> Vec<PoolName> {
+        self.erasure
+            .iter()
+            .map(|pool| PoolName(pool.name.clone()))
+            .collect()
     }
 
     /// Registers the erasure-coding counters on `/metrics`.

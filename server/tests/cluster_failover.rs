@@ -50,8 +50,9 @@ fn acknowledged_writes_survive_leader_kills() {
                 None => {
                     assert!(
                         killed.elapsed() < Duration::from_secs(15),
-                        "no new leader within 15 s of killing node {}",
-                        leader + 1
+                        "no new leader within 15 s of killing node {}\n{}",
+                        leader + 1,
+                        cluster.logs()
                     );
                     std::thread::sleep(Duration::from_millis(100));
                 }

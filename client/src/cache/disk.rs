@@ -4,11 +4,12 @@
 //! key, the file's header and the chunk id it is filed under, so a corrupt, truncated, stale or
 //! swapped file is refused, never served.
 //!
-//! Files are written to a temporary name and renamed, unsynced: the cache is discarded on restart
-//! anyway, so durability buys nothing here.
+//! Files are written to a temporary name, with direct I/O where the file system has it (no
+//! page-cache copy), and renamed, unsynced: the cache is discarded on restart anyway, so
+//! durability buys nothing here.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -139,7 +140,7 @@ impl DiskFiles {
         }
         let serial = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = path.with_extension(format!("tmp{serial}"));
-        let written = fs::File::create(&temp).and_then(|mut out| out.write_all(&file));
+        let written = kiseki_chunk::create_direct(&temp, &file, kiseki_chunk::FileSync::None);
         if let Err(source) = written.and_then(|()| fs::rename(&temp, &path)) {
             let _ = fs::remove_file(&temp);
             return Err(io_error(source));

@@ -74,16 +74,39 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
 
 /// Creates `path` (which must not exist) holding `data`, synced (`fdatasync`) before returning.
 fn create_synced(path: &Path, data: &[u8]) -> io::Result<()> {
+    create_direct(path, data, Sync::Data)
+}
+
+/// Whether a new file's data is synced before [`create_direct`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// `fdatasync` after writing: the bytes survive a crash.
+    Data,
+    /// No sync: for caches discarded at restart anyway. With direct I/O the bytes still bypass
+    /// the page cache.
+    None,
+}
+
+/// Creates `path` (which must not exist) holding `data`, written with direct I/O when the file
+/// system supports it (see the module doc), buffered otherwise.
+pub fn create_direct(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     if data.len() <= DIRECT_BYTES_MAX {
         match open_new(path, libc::O_DIRECT) {
-            Ok(file) => return write_direct(path, file, data),
+            Ok(file) => return write_direct(path, file, data, sync),
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {}
             Err(error) => return Err(error),
         }
     }
     let mut file = open_new(path, 0)?;
     file.write_all(data)?;
-    file.sync_data()
+    finish(&file, sync)
+}
+
+fn finish(file: &File, sync: Sync) -> io::Result<()> {
+    match sync {
+        Sync::Data => file.sync_data(),
+        Sync::None => Ok(()),
+    }
 }
 
 fn open_new(path: &Path, flags: i32) -> io::Result<File> {
@@ -94,7 +117,7 @@ fn open_new(path: &Path, flags: i32) -> io::Result<File> {
         .open(path)
 }
 
-fn write_direct(path: &Path, mut file: File, data: &[u8]) -> io::Result<()> {
+fn write_direct(path: &Path, mut file: File, data: &[u8], sync: Sync) -> io::Result<()> {
     let padded = data.len().div_ceil(ALIGN) * ALIGN;
     let written = ALIGNED.with(|cell| {
         let mut buffer = cell.borrow_mut();
@@ -118,12 +141,12 @@ fn write_direct(path: &Path, mut file: File, data: &[u8]) -> io::Result<()> {
         file.seek(SeekFrom::Start(written as u64))?;
         file.write_all(&data[written..])?;
         file.set_len(data.len() as u64)?;
-        return file.sync_data();
+        return finish(&file, sync);
     }
     if padded != data.len() {
         file.set_len(data.len() as u64)?;
     }
-    file.sync_data()
+    finish(&file, sync)
 }
 
 #[cfg(test)]

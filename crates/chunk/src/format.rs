@@ -32,6 +32,9 @@ pub const MAGIC: [u8; 8] = *b"KSKCHUNK";
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes of the version-1 header.
 pub const HEADER_BYTES: usize = 88;
+/// Largest frame: the header, the largest chunk and the GCM tag.
+pub const FRAME_BYTES_MAX: usize =
+    HEADER_BYTES + kiseki_types::limits::CHUNK_SIZE_BYTES_MAX as usize + TAG_BYTES;
 
 /// The decoded header of a chunk frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,10 +23,11 @@ mod spread;
 mod store;
 
 pub use buffer::ChunkBuffer;
+pub use durable_file::{create_direct, Sync as FileSync};
 pub use ec::{Codec, EcPolicy, EcProfile, InvalidProfile, FRAGMENTS_MAX};
 pub use erasure_store::{EcCounters, EcStats, ErasureChunkStore};
 pub use error::ChunkError;
-pub use format::{ChunkHeader, FORMAT_VERSION, HEADER_BYTES, MAGIC};
+pub use format::{ChunkHeader, FORMAT_VERSION, FRAME_BYTES_MAX, HEADER_BYTES, MAGIC};
 pub use fragment::{
     DeviceInfo, FragmentHeader, FragmentKey, FragmentKind, FragmentStore, FsFragmentStore,
     FRAGMENT_HEADER_BYTES, FRAGMENT_MAGIC, FRAGMENT_VERSION,

@@ -167,6 +167,9 @@ impl ClusterLayout {
 pub(crate) enum Refusal {
     /// The peer does not lead the shard (the leader it knows, if any).
     NotLeader(Option<u64>),
+    /// The peer leads but cannot take the call yet (e.g. another membership change is still
+    /// committing): try again shortly.
+    Busy(String),
     /// The peer leads but the call failed.
     Failed(String),
 }

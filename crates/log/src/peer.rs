@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::BasicNode;
 use tokio::sync::oneshot;
@@ -136,6 +138,7 @@ impl Core {
                         Err(Refusal::NotLeader(leader)) => {
                             Ok(Attempt::Retry(format!("not leader (leader {leader:?})")))
                         }
+                        Err(Refusal::Busy(why)) => Ok(Attempt::Retry(why)),
                         Err(Refusal::Failed(message)) => Err(core.errors.raft(message)),
                     }
                 }
@@ -193,6 +196,9 @@ impl Core {
                                 }
                                 Err(Refusal::NotLeader(known)) => {
                                     last = format!("node {leader} does not lead (knows {known:?})")
+                                }
+                                Err(Refusal::Busy(why)) => {
+                                    last = format!("node {leader} is busy: {why}")
                                 }
                                 Err(Refusal::Failed(message)) => {
                                     return Err(self.peer_error(leader, &message))
@@ -266,6 +272,9 @@ impl Core {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(Refusal::NotLeader(forward.leader_id))
             }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(in_progress),
+            ))) => Err(Refusal::Busy(in_progress.to_string())),
             Err(RaftError::APIError(other)) => Err(Refusal::Failed(other.to_string())),
             Err(RaftError::Fatal(fatal)) => return Err(self.errors.fatal(fatal)),
         })

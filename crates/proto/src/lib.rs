@@ -6,10 +6,12 @@
 //! domain errors to gRPC statuses. It must never hold policy or state beyond client caches, and
 //! never change a field number of a published message: add fields, add `v2` packages.
 
+mod chunk_pieces;
 mod key_material;
 mod native;
 mod remote_keys;
 
+pub use chunk_pieces::{frame_pieces, FrameAssembler, FrameAssemblyError};
 pub use key_material::{
     key_error_status, status_key_error, tenant_key_material, tenant_keys_response,
     KEY_MESSAGE_BYTES_MAX, KEY_REQUEST_BYTES_MAX,

@@ -12,9 +12,10 @@ use crate::namespace::v1 as wire;
 /// Version of the native protocol this code speaks.
 pub const NATIVE_PROTOCOL_VERSION: u32 = 1;
 /// Largest message either side of the native protocol accepts.
-pub const NATIVE_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Bytes of chunk frame per streamed piece.
-pub const CHUNK_PIECE_BYTES: usize = 1024 * 1024;
+pub const NATIVE_MESSAGE_BYTES_MAX: usize = 12 * 1024 * 1024;
+/// Bytes of chunk frame per streamed piece: a default 4 MiB chunk's frame (with its header and
+/// tag) fits in one piece, which the receiver then uses without copying.
+pub const CHUNK_PIECE_BYTES: usize = 4 * 1024 * 1024 + 4096;
 /// Most entries one `ReadDir` returns.
 pub const READDIR_ENTRIES_MAX: u32 = 1024;
 /// Most extents one `Layout` returns.

@@ -4,15 +4,20 @@
 //! chunk is only proposed after the chunk survives the loss of a minority. Reads take the local
 //! copy, else ask the shard's replicas, then every other node.
 //!
+//! Chunks of erasure-coded pools are the exception: their fragments are spread over the nodes'
+//! devices already (the coding is their redundancy), so they are written once, through the
+//! local pool, and every node reads them from the fragments.
+//!
 //! It never opens or verifies frames (the chunk service does, with the tenant's keys), and does
-//! not yet rebuild missing copies or delete remote ones (garbage collection is not cluster-wide).
+//! not delete remote copies (garbage collection is not cluster-wide); missing copies are sent
+//! again by the `rebuild` command (`super::recopy`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use kiseki_chunk::{ChunkError, ChunkStore, Placement, StoreFuture};
+use kiseki_chunk::{ChunkError, ChunkStore, Placement, PoolName, StoreFuture};
 use kiseki_log::ClusterLayout;
 use kiseki_proto::cluster::v1::{GetChunkRequest, PutChunkRequest};
 use kiseki_types::{ChunkId, ShardId, TenantId};
@@ -29,15 +34,24 @@ pub struct ReplicatedChunkStore {
     local: Arc<dyn ChunkStore>,
     peers: Arc<Peers>,
     layout: ClusterLayout,
+    /// Pools whose chunks are not copied (erasure-coded across the nodes).
+    unreplicated: Vec<PoolName>,
 }
 
 impl ReplicatedChunkStore {
-    /// Replicates `local`'s chunks over `peers` as `layout` places the tenants' shards.
-    pub fn new(local: Arc<dyn ChunkStore>, peers: Arc<Peers>, layout: ClusterLayout) -> Self {
+    /// Replicates `local`'s chunks over `peers` as `layout` places the tenants' shards, except
+    /// those of the `unreplicated` pools.
+    pub fn new(
+        local: Arc<dyn ChunkStore>,
+        peers: Arc<Peers>,
+        layout: ClusterLayout,
+        unreplicated: Vec<PoolName>,
+    ) -> Self {
         ReplicatedChunkStore {
             local,
             peers,
             layout,
+            unreplicated,
         }
     }
 
@@ -133,7 +147,7 @@ impl ReplicatedChunkStore {
     }
 }
 
-async fn put_one(
+pub(super) async fn put_one(
     peers: &Peers,
     node: u64,
     tenant: TenantId,
@@ -164,6 +178,9 @@ impl ChunkStore for ReplicatedChunkStore {
         placement: &'a Placement,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            if self.unreplicated.contains(&placement.pool) {
+                return self.local.put(tenant, id, frame, placement).await;
+            }
             // The local copy and the remote ones are written at the same time: one device
             // latency per chunk instead of two.
             let (local, remote) = tokio::join!(

@@ -5,11 +5,8 @@
 //! Fragments stay opaque here (whole fragment files; readers check them). Every call is bounded
 //! by a timeout; a device the peer does not have is an error, never silently another device.
 //!
-//! The server side runs on every cluster node; the client side is ready for erasure-coded pools
-//! that place fragments on other nodes, which are not wired into the pool config yet (EC pools
-//! are node-local today), hence unused outside tests for now.
-
-#![cfg_attr(not(test), allow(dead_code))]
+//! The server side runs on every cluster node; the client side is a peer's device in the
+//! erasure-coded pools of a cluster (`crate::pools`), which span every node's devices.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod chunks;
 pub mod fragments;
 pub mod peers;
+pub mod recopy;
 pub mod service;
 pub mod tls;
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use kiseki_chunk::{ChunkStore, FragmentStore, Placement};
+use kiseki_chunk::{ChunkStore, DeviceInfo, FragmentStore, Placement, PoolName};
 use kiseki_log::ClusterLayout;
 use kiseki_namespace::Namespace;
 use kiseki_proto::cluster::v1::cluster_server::ClusterServer;
@@ -173,13 +174,29 @@ impl ClusterNode {
         &self.layout
     }
 
-    /// The chunk store of this node in the cluster: `local` plus copies on the replicas.
-    pub fn chunk_store(&self, local: Arc<dyn ChunkStore>) -> Arc<dyn ChunkStore> {
+    /// The chunk store of this node in the cluster: `local` plus copies on the replicas, except
+    /// for chunks of the `unreplicated` pools (erasure-coded across the nodes already).
+    pub fn chunk_store(
+        &self,
+        local: Arc<dyn ChunkStore>,
+        unreplicated: Vec<PoolName>,
+    ) -> Arc<dyn ChunkStore> {
         Arc::new(chunks::ReplicatedChunkStore::new(
             local,
             Arc::clone(&self.peers),
             self.layout.clone(),
+            unreplicated,
         ))
+    }
+
+    /// Sends every chunk of the plain pool directories `dirs` (read from `local`) to the other
+    /// replicas of its shard (after a replica missed writes or lost its disk).
+    pub async fn recopy(
+        &self,
+        local: Arc<dyn ChunkStore>,
+        dirs: Vec<PathBuf>,
+    ) -> anyhow::Result<recopy::CopyReport> {
+        recopy::recopy(local, Arc::clone(&self.peers), &self.layout, dirs).await
     }
 
     /// One line describing the node for the start banner.
@@ -236,6 +253,24 @@ impl ClusterNode {
     }
 }
 
+/// Erasure-coded pools span the cluster: a peer's device is a [`fragments::RemoteFragmentStore`].
+impl crate::pools::ClusterDevices for ClusterNode {
+    fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    fn peer_ids(&self) -> Vec<u64> {
+        self.layout.peers().collect()
+    }
+
+    fn remote_device(&self, info: DeviceInfo) -> Arc<dyn FragmentStore> {
+        Arc::new(fragments::RemoteFragmentStore::new(
+            info,
+            Arc::clone(&self.peers),
+        ))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -252,6 +287,19 @@ mod tests {
             assert_eq!(cluster.node_id, node);
             assert_eq!(cluster.peers.len(), 3);
             assert_eq!(cluster.replicas, 3);
+        }
+    }
+
+    #[test]
+    fn the_erasure_coded_cluster_example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../site-configs/cluster-3-node/ec");
+        for node in 1..=3u64 {
+            let config = ServerConfig::load(&dir.join(format!("node-{node}.yaml"))).unwrap();
+            assert_eq!(config.cluster.unwrap().node_id, node);
+            let pool = &config.pools[0];
+            crate::pools::check(pool).unwrap();
+            assert_eq!(pool.devices.len(), 2);
+            assert!(crate::pools::policy(pool).unwrap().is_some());
         }
     }
 

@@ -19,18 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
-use kiseki_chunk::HEADER_BYTES;
+use kiseki_chunk::FRAME_BYTES_MAX;
 use kiseki_namespace::{AttrChanges, Namespace, Owner, TenantNamespace, POSIX_SPECIAL_KEY};
 use kiseki_proto::namespace::v1 as wire;
 use kiseki_proto::namespace::v1::native_service_server::{NativeService, NativeServiceServer};
 use kiseki_proto::{
-    attr_to_wire, chunk_id_from_wire, extent_from_wire, extent_to_wire, kind_to_wire,
-    namespace_error_status, CHUNK_PIECE_BYTES, LAYOUT_EXTENTS_MAX, NATIVE_MESSAGE_BYTES_MAX,
-    NATIVE_PROTOCOL_VERSION, READDIR_ENTRIES_MAX,
+    attr_to_wire, chunk_id_from_wire, extent_from_wire, extent_to_wire, frame_pieces, kind_to_wire,
+    namespace_error_status, FrameAssembler, FrameAssemblyError, LAYOUT_EXTENTS_MAX,
+    NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION, READDIR_ENTRIES_MAX,
 };
-use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
 use kiseki_types::{ChunkId, ErrorKind, Extent, InodeId, NamespaceError, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,8 +45,6 @@ use self::tls::NativeSecurity;
 const REQUESTS_PER_CONNECTION_MAX: usize = 256;
 /// Longest time one call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest sealed frame a client may store (header, the largest chunk, GCM tag).
-const FRAME_BYTES_MAX: usize = HEADER_BYTES + CHUNK_SIZE_BYTES_MAX as usize + 16;
 
 /// Binds `listen`; serves the native service on the returned address until `shutdown`, over
 /// TLS unless `security` is explicitly plaintext.
@@ -505,23 +502,16 @@ impl NativeService for NativeServer {
             .await?
             .ok_or_else(|| invalid("empty chunk stream"))?;
         let id = chunk_id(&first.chunk_id)?;
-        let frame_len = usize::try_from(first.frame_len).unwrap_or(usize::MAX);
-        if frame_len > FRAME_BYTES_MAX {
-            return Err(invalid("chunk frame larger than the largest chunk"));
-        }
-        let mut frame = BytesMut::with_capacity(frame_len);
-        frame.extend_from_slice(&first.data);
+        let assembly_error = |error: FrameAssemblyError| invalid(&error.to_string());
+        let mut frame =
+            FrameAssembler::new(first.frame_len, FRAME_BYTES_MAX).map_err(assembly_error)?;
+        frame.push(first.data).map_err(assembly_error)?;
         while let Some(piece) = stream.message().await? {
-            if frame.len() + piece.data.len() > frame_len {
-                return Err(invalid("chunk frame longer than announced"));
-            }
-            frame.extend_from_slice(&piece.data);
+            frame.push(piece.data).map_err(assembly_error)?;
         }
-        if frame.len() != frame_len {
-            return Err(invalid("chunk frame shorter than announced"));
-        }
+        let frame = frame.finish().map_err(assembly_error)?;
         let deduplicated = namespace
-            .store_sealed_chunk(id, frame.freeze())
+            .store_sealed_chunk(id, frame)
             .await
             .map_err(status)?;
         let mut attr = None;
@@ -552,19 +542,14 @@ impl NativeService for NativeServer {
         let id = chunk_id(&request.get_ref().chunk_id)?;
         let frame: Bytes = namespace.sealed_chunk(id).await.map_err(status)?;
         let frame_len = frame.len() as u64;
-        let pieces: Vec<Result<wire::ChunkPiece, Status>> = (0..frame.len())
-            .step_by(CHUNK_PIECE_BYTES)
+        let pieces: Vec<Result<wire::ChunkPiece, Status>> = frame_pieces(&frame)
             .enumerate()
-            .map(|(index, start)| {
-                let end = (start + CHUNK_PIECE_BYTES).min(frame.len());
+            .map(|(index, data)| {
+                let first = index == 0;
                 Ok(wire::ChunkPiece {
-                    chunk_id: if index == 0 {
-                        id.0.to_vec()
-                    } else {
-                        Vec::new()
-                    },
-                    frame_len: if index == 0 { frame_len } else { 0 },
-                    data: frame.slice(start..end).to_vec(),
+                    chunk_id: if first { id.0.to_vec() } else { Vec::new() },
+                    frame_len: if first { frame_len } else { 0 },
+                    data,
                     commit: None,
                 })
             })

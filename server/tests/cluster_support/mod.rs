@@ -120,6 +120,12 @@ impl TestCluster {
     /// Starts a key server and `count` nodes with `replicas` voters per shard, and waits until
     /// every node is ready.
     pub fn start(count: usize, replicas: usize) -> TestCluster {
+        Self::start_with(count, replicas, "")
+    }
+
+    /// Like [`Self::start`], with `extra` appended to every node's config (YAML top-level
+    /// keys, e.g. a `pools:` section; device paths relative to the data dir).
+    pub fn start_with(count: usize, replicas: usize, extra: &str) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let ca_dir = dir.path().join("ca");
         let status = Command::new(binary("kiseki-server"))
@@ -178,7 +184,8 @@ impl TestCluster {
                     "data_dir: {data}\nmetrics_listen: 127.0.0.1:0\ns3_listen: 127.0.0.1:{s3_port}\n\
                      native_listen: 127.0.0.1:0\nkeyserver: http://127.0.0.1:{key_port}\n\
                      dev_tenant: {{ id: 1 }}\ncluster:\n  node_id: {id}\n  listen: 127.0.0.1:{cluster_port}\n  \
-                     replicas: {replicas}\n  peers:\n{peers}  tls:\n    ca_cert: {ca_cert}\n    ca_key: {ca_key}\n",
+                     replicas: {replicas}\n  peers:\n{peers}  tls:\n    ca_cert: {ca_cert}\n    ca_key: {ca_key}\n\
+                     {extra}",
                     data = data_dir.display(),
                     ca_cert = ca.join("ca.pem").display(),
                     ca_key = ca.join("ca.key").display(),
@@ -366,18 +373,38 @@ impl TestCluster {
         self.expect_success(output, &format!("get {key} via node {}", index + 1));
     }
 
+    /// Runs `kiseki-server <command> --config <node index's config>` (e.g. `rebuild`, `scrub`)
+    /// to completion, bounded by `timeout`; panics with the output and node logs unless it
+    /// succeeds. Returns its stdout.
+    pub fn admin(&self, index: usize, command: &str, timeout: Duration) -> String {
+        let mut child = Command::new(binary("kiseki-server"));
+        child
+            .args([command, "--config"])
+            .arg(&self.nodes[index].config)
+            .env("KISEKI_LOG", "warn");
+        let output = run(&mut child, timeout);
+        self.expect_success(
+            output,
+            &format!("kiseki-server {command} on node {}", index + 1),
+        )
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("--- node {} log:\n{}", node.id, node.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn expect_success(&self, output: Output, what: &str) -> String {
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
-            let logs: Vec<String> = self
-                .nodes
-                .iter()
-                .map(|node| format!("--- node {} log:\n{}", node.id, node.log_tail()))
-                .collect();
             panic!(
                 "{what} failed:\nstdout: {stdout}\nstderr: {}\n{}",
                 String::from_utf8_lossy(&output.stderr),
-                logs.join("\n")
+                self.logs()
             );
         }
         stdout
@@ -394,6 +421,28 @@ impl Drop for TestCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// Every fragment file (`<hex chunk id>.<index>`) under a device directory, without temporary
+/// files.
+pub fn fragment_files(device: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![device.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !entry.file_name().to_string_lossy().starts_with(".tmp") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// A plain HTTP GET (metrics), bounded.
