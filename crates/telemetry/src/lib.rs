@@ -10,11 +10,12 @@ pub use metrics_endpoint::{serve_metrics, MetricsSource};
 use anyhow::Context;
 
 /// The log filter when none is given.
-const DEFAULT_LOG_FILTER: &str = "info,s3s=warn";
+const DEFAULT_LOG_FILTER: &str = "info,s3s=warn,openraft=warn";
 
 /// Logs to stderr, filtered by the environment variable `filter_variable` (a `tracing` filter
 /// such as `info,kiseki_log=debug`). The default is `info`, with the S3 protocol library at
-/// `warn`: it reports every client error (403, 404) at ERROR level, which is not a server fault.
+/// `warn` (it reports every client error, 403 or 404, at ERROR level, which is not a server
+/// fault) and openraft at `warn` (its INFO lines narrate every election and start-up step).
 pub fn init_tracing(filter_variable: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(filter_variable)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
