@@ -10,6 +10,9 @@
 #[path = "s3/support.rs"]
 mod support;
 
+mod cluster_support;
+use cluster_support::fragment_files;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -156,27 +159,6 @@ impl Drop for EcServer {
             let _ = child.wait();
         }
     }
-}
-
-/// Every fragment file under a device directory.
-fn fragment_files(device: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![device.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !entry.file_name().to_string_lossy().starts_with(".tmp") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 fn admin(config: &Path, command: &str) -> String {

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use kiseki_types::{ChunkId, TenantId};
 
-use crate::durable_file;
+use crate::{durable_file, tenant_dirs};
 use crate::{ChunkError, DeviceClass, StoreFuture};
 
 /// First bytes of every fragment file.
@@ -256,10 +256,11 @@ impl FsFragmentStore {
 }
 
 fn fragment_path(root: &Path, key: FragmentKey) -> PathBuf {
-    let hex = key.chunk.to_hex();
-    root.join(format!("t{}", key.tenant.0))
-        .join(&hex[..2])
-        .join(format!("{hex}.{}", key.index))
+    tenant_dirs::fan_out_dir(root, key.tenant, &key.chunk).join(format!(
+        "{}.{}",
+        key.chunk.to_hex(),
+        key.index
+    ))
 }
 
 fn io_error(path: &Path, source: io::Error) -> ChunkError {
@@ -290,39 +291,9 @@ fn parse_name(tenant: TenantId, name: &str) -> Option<FragmentKey> {
 
 fn list_dir(root: &Path) -> io::Result<Vec<FragmentKey>> {
     let mut keys = Vec::new();
-    let tenants = match fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(keys),
-        Err(error) => return Err(error),
-    };
-    for tenant_entry in tenants {
-        let tenant_entry = tenant_entry?;
-        let name = tenant_entry.file_name();
-        let Some(tenant) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix('t'))
-            .and_then(|id| id.parse().ok())
-            .map(TenantId)
-        else {
-            continue;
-        };
-        for fan in fs::read_dir(tenant_entry.path())? {
-            let fan = fan?;
-            if !fan.file_type()?.is_dir() {
-                continue;
-            }
-            for file in fs::read_dir(fan.path())? {
-                let file = file?;
-                if let Some(key) = file
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| parse_name(tenant, n))
-                {
-                    keys.push(key);
-                }
-            }
-        }
-    }
+    tenant_dirs::for_each_file(root, |tenant, name| {
+        keys.extend(parse_name(tenant, name));
+    })?;
     keys.sort();
     Ok(keys)
 }

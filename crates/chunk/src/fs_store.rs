@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kiseki_types::{ChunkId, TenantId};
 
-use crate::durable_file;
+use crate::{durable_file, tenant_dirs};
 use crate::{ChunkError, ChunkStore, DeviceClass, Placement, PoolName, StoreFuture};
 
 /// A chunk store on local directories, one per pool: chunk `id` of tenant `t` lives at
@@ -44,6 +44,15 @@ impl FsChunkStore {
         self.pools.get(pool).map(|pool| pool.class)
     }
 
+    /// Every chunk stored under pool directory `root` (temporary files skipped); blocking.
+    pub fn list_pool_dir(root: &Path) -> io::Result<Vec<(TenantId, ChunkId)>> {
+        let mut chunks = Vec::new();
+        tenant_dirs::for_each_file(root, |tenant, name| {
+            chunks.extend(ChunkId::from_hex(name).map(|id| (tenant, id)));
+        })?;
+        Ok(chunks)
+    }
+
     /// The file a chunk occupies in a pool (used by scrub and by corruption tests).
     pub fn chunk_path(&self, pool: &PoolName, tenant: TenantId, id: ChunkId) -> Option<PathBuf> {
         self.pools
@@ -53,10 +62,7 @@ impl FsChunkStore {
 }
 
 fn chunk_path(root: &Path, tenant: TenantId, id: ChunkId) -> PathBuf {
-    let hex = id.to_hex();
-    root.join(format!("t{}", tenant.0))
-        .join(&hex[..2])
-        .join(hex)
+    tenant_dirs::fan_out_dir(root, tenant, &id).join(id.to_hex())
 }
 
 fn io_error(path: &Path, source: io::Error) -> ChunkError {

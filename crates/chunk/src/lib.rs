@@ -21,6 +21,7 @@ mod repair;
 mod service;
 mod spread;
 mod store;
+mod tenant_dirs;
 
 pub use buffer::ChunkBuffer;
 pub use durable_file::{create_direct, Sync as FileSync};

@@ -9,13 +9,13 @@
 //! opens frames (the receiving node checks the header binds tenant and id), and never sends to a
 //! node that is not a replica of the chunk's shard.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use kiseki_chunk::ChunkStore;
+use kiseki_chunk::{ChunkStore, FsChunkStore};
 use kiseki_log::ClusterLayout;
-use kiseki_types::{ChunkId, ShardId, TenantId};
+use kiseki_types::ShardId;
 
 use super::chunks::put_one;
 use super::peers::Peers;
@@ -38,40 +38,6 @@ pub struct CopyReport {
     pub failures: Vec<String>,
 }
 
-/// Every chunk file under a pool directory: `<dir>/t<tenant>/<xx>/<hex id>`.
-fn list_chunks(root: &Path) -> std::io::Result<Vec<(TenantId, ChunkId)>> {
-    let mut chunks = Vec::new();
-    let tenants = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(chunks),
-        Err(error) => return Err(error),
-    };
-    for tenant_entry in tenants {
-        let tenant_entry = tenant_entry?;
-        let name = tenant_entry.file_name();
-        let Some(tenant) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix('t'))
-            .and_then(|id| id.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        for prefix in std::fs::read_dir(tenant_entry.path())? {
-            let prefix = prefix?;
-            if !prefix.file_type()?.is_dir() {
-                continue;
-            }
-            for file in std::fs::read_dir(prefix.path())? {
-                let file = file?;
-                if let Some(id) = file.file_name().to_str().and_then(ChunkId::from_hex) {
-                    chunks.push((TenantId(tenant), id));
-                }
-            }
-        }
-    }
-    Ok(chunks)
-}
-
 /// Sends every chunk of the pool directories `dirs` (read through `local`) to the other replicas
 /// of its tenant's shard.
 pub async fn recopy(
@@ -84,7 +50,7 @@ pub async fn recopy(
     for dir in &dirs {
         let listed = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || list_chunks(&dir)
+            move || FsChunkStore::list_pool_dir(&dir)
         })
         .await??;
         chunks.extend(listed);
