@@ -1299,6 +1299,19 @@ impl Client {
         .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
     }
 
+    /// Verifies and opens a sealed frame of chunk `id` into `out` (which needs the plaintext
+    /// length plus a tag's room, see `ChunkService::open_into`); returns the plaintext length.
+    pub fn open_frame_into(&self, id: ChunkId, frame: &[u8], out: &mut [u8]) -> Result<usize> {
+        ChunkService::open_into(
+            self.tenant,
+            id,
+            frame,
+            &|epoch| self.keyring.epoch(epoch).ok(),
+            out,
+        )
+        .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
+    }
+
     /// Fetches the file-system figures now (staging does, so walks of staged data find them).
     pub async fn statfs_refresh(&self) -> Result<FsStats> {
         let stats = self.transport.statfs().await?;

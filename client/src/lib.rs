@@ -22,7 +22,7 @@ pub use client::{
 };
 pub use dirty::DirtyRanges;
 pub use transport::{
-    AttrUpdate, ChannelSecurity, DirEntry, FsStats, GrpcOptions, GrpcTransport, Layout, NewNode,
-    Node, Result, SessionInfo, Special, Transport,
+    AttrUpdate, ChannelSecurity, ClientCertificate, DirEntry, FsStats, GrpcOptions, GrpcTransport,
+    Layout, NewNode, Node, Result, SessionInfo, Special, Transport,
 };
 pub use transport::{CountingTransport, RequestCounts, RequestCountsSnapshot};

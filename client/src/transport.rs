@@ -21,7 +21,7 @@ use kiseki_types::{
     Attributes, ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId, Timestamp,
 };
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 /// Result of a namespace or transport call.
@@ -207,16 +207,37 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
+/// A client certificate and its key (PEM), presented for mutual TLS: the server takes the
+/// tenant and workload from its SAN.
+#[derive(Clone)]
+pub struct ClientCertificate {
+    /// PEM certificate (chain), leaf first.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// How a [`GrpcTransport`] protects its channel.
 #[derive(Clone, Debug)]
 pub enum ChannelSecurity {
     /// TLS (rustls, aws-lc-rs), trusting only the CA certificates in `ca_pem` and checking that
-    /// the server's certificate names `server_name` (default: the host of the endpoint URL).
+    /// the server's certificate names `server_name` (default: the host of the endpoint URL);
+    /// mutual when `client_cert` is given.
     Tls {
         /// PEM CA certificates to trust.
         ca_pem: Vec<u8>,
         /// Name the server certificate must carry, if not the endpoint's host.
         server_name: Option<String>,
+        /// The client's own certificate, if it has one.
+        client_cert: Option<ClientCertificate>,
     },
     /// Plain TCP: the access key and all metadata cross the network readable (tests only).
     InsecurePlaintext,
@@ -229,10 +250,8 @@ pub struct GrpcOptions {
     pub endpoint: String,
     /// TLS settings, or explicitly none.
     pub security: ChannelSecurity,
-    /// Access key id.
-    pub access_key: String,
-    /// Secret key.
-    pub secret_key: String,
+    /// The tenant access key (id, secret); optional with a client certificate.
+    pub access_key: Option<(String, String)>,
     /// Longest wait for a connection.
     pub connect_timeout: Duration,
     /// Longest wait for one call; a stopped server fails calls within this bound.
@@ -247,8 +266,14 @@ pub struct GrpcTransport {
     /// connections (and so over cores on both ends) and do not queue metadata calls.
     data: Vec<NativeServiceClient<Channel>>,
     next_data: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    access_key: MetadataValue<tonic::metadata::Ascii>,
-    secret_key: MetadataValue<tonic::metadata::Ascii>,
+    access_key: Option<AccessKeyHeaders>,
+}
+
+/// The access key as call metadata.
+#[derive(Clone)]
+struct AccessKeyHeaders {
+    id: MetadataValue<tonic::metadata::Ascii>,
+    secret: MetadataValue<tonic::metadata::Ascii>,
 }
 
 fn error(status: Status) -> NamespaceError {
@@ -299,25 +324,28 @@ impl GrpcTransport {
             client,
             data,
             next_data: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            access_key: options
-                .access_key
-                .parse()
-                .map_err(|_| invalid("access key is not ASCII"))?,
-            secret_key: options
-                .secret_key
-                .parse()
-                .map_err(|_| invalid("secret key is not ASCII"))?,
+            access_key: match &options.access_key {
+                Some((id, secret)) => Some(AccessKeyHeaders {
+                    id: id.parse().map_err(|_| invalid("access key is not ASCII"))?,
+                    secret: secret
+                        .parse()
+                        .map_err(|_| invalid("secret key is not ASCII"))?,
+                }),
+                None => None,
+            },
         })
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert(ACCESS_KEY_HEADER, self.access_key.clone());
-        request
-            .metadata_mut()
-            .insert(SECRET_KEY_HEADER, self.secret_key.clone());
+        if let Some(key) = &self.access_key {
+            request
+                .metadata_mut()
+                .insert(ACCESS_KEY_HEADER, key.id.clone());
+            request
+                .metadata_mut()
+                .insert(SECRET_KEY_HEADER, key.secret.clone());
+        }
         request
     }
 
@@ -371,6 +399,7 @@ fn secure(endpoint: Endpoint, url: &str, security: &ChannelSecurity) -> Result<E
         ChannelSecurity::Tls {
             ca_pem,
             server_name,
+            client_cert,
         } => {
             if !url.starts_with("https://") {
                 return Err(invalid(format!(
@@ -381,6 +410,9 @@ fn secure(endpoint: Endpoint, url: &str, security: &ChannelSecurity) -> Result<E
             let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
             if let Some(name) = server_name {
                 tls = tls.domain_name(name.clone());
+            }
+            if let Some(cert) = client_cert {
+                tls = tls.identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));
             }
             endpoint
                 .tls_config(tls)

@@ -1,6 +1,5 @@
 //! The FUSE mount with real syscalls: file and directory operations, links, attributes, xattrs,
 //! mmap, large directories; two mounts (close-to-open); S3 and the mount on the same files.
-
 #![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -347,7 +346,7 @@ fn unlinked_open_files_keep_their_bytes() {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create_new(true)
         .mode(0o644)
         .open(&path)
         .unwrap();

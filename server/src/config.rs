@@ -36,7 +36,8 @@ pub struct ServerConfig {
     /// Address of the native client service (`kiseki-client-fuse` connects here).
     #[serde(default = "default_native_listen")]
     pub native_listen: SocketAddr,
-    /// TLS of the native client service (a development CA in `data_dir/tls/` without it).
+    /// TLS of the native client service, client certificates included (without a configured
+    /// certificate: a development cluster CA in `data_dir/cluster-ca/`).
     #[serde(default)]
     pub native_tls: crate::native::tls::NativeTlsConfig,
     /// Address of the S3 endpoint (port 0 picks a free port, printed on start).
@@ -200,6 +201,7 @@ impl ServerConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

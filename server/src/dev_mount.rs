@@ -2,7 +2,9 @@
 //! with `kiseki-client-fuse` (the binary next to this one), so that one command brings up S3,
 //! NFS and a FUSE mount; unmount it at shutdown. Production compute nodes run the client
 //! themselves. The mount is also the node cache agent: its L2 lives under the data dir and
-//! `kiseki status` finds it on the default socket unless `agent_socket` says otherwise.
+//! `kiseki status` finds it on the default socket unless `agent_socket` says otherwise. The
+//! mount authenticates with the development tenant's client certificate (mutual TLS) when the
+//! server issued one, else with its access key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,6 +40,19 @@ pub struct DevMountOptions {
     pub cache_disk_bytes: Option<u64>,
 }
 
+/// How the development mount proves who it is.
+pub enum DevIdentity<'a> {
+    /// A client certificate and its key (PEM files).
+    Certificate {
+        /// The certificate.
+        cert: &'a Path,
+        /// Its private key.
+        key: &'a Path,
+    },
+    /// The tenant's access key.
+    AccessKey(&'a AccessKey),
+}
+
 /// L2 size of the development mount unless configured.
 const DEV_CACHE_DISK_BYTES: u64 = 4 << 30;
 
@@ -67,14 +82,14 @@ pub struct DevMount {
 
 impl DevMount {
     /// Mounts at the configured mount point (created if missing; must be empty) through the
-    /// native service at `server_url`, trusting `ca`, as the workload of `key`; the cache
+    /// native service at `server_url`, trusting `ca`, as the workload of `identity`; the cache
     /// agent keeps its L2 under `data_dir` unless configured.
     pub fn start(
         config: &DevMountConfig,
         data_dir: &Path,
         server_url: &str,
         ca: &Path,
-        key: &AccessKey,
+        identity: DevIdentity<'_>,
     ) -> anyhow::Result<Self> {
         let options = config.options();
         let mount_point = options.mount_point.as_path();
@@ -91,37 +106,50 @@ impl DevMount {
             "dev_mount needs {} (build it: cargo build --release --bins)",
             client.display()
         );
-        let child =
-            Command::new(&client)
-                .arg(mount_point)
-                .args([
-                    "--server",
-                    server_url,
-                    "--allow-other",
-                    "--default-permissions",
-                ])
-                .arg("--ca")
-                .arg(ca)
-                .arg("--cache-dir")
-                .arg(&cache_dir)
-                .arg("--cache-disk-bytes")
-                .arg(
-                    options
-                        .cache_disk_bytes
-                        .unwrap_or(DEV_CACHE_DISK_BYTES)
-                        .to_string(),
-                )
-                .args(options.agent_socket.iter().flat_map(|socket| {
+        let mut command = Command::new(&client);
+        command
+            .arg(mount_point)
+            .args([
+                "--server",
+                server_url,
+                "--allow-other",
+                "--default-permissions",
+            ])
+            .arg("--ca")
+            .arg(ca)
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .arg("--cache-disk-bytes")
+            .arg(
+                options
+                    .cache_disk_bytes
+                    .unwrap_or(DEV_CACHE_DISK_BYTES)
+                    .to_string(),
+            )
+            .args(
+                options.agent_socket.iter().flat_map(|socket| {
                     [std::ffi::OsStr::new("--agent-socket"), socket.as_os_str()]
-                }))
-                // The secret goes through the environment, not the command line others can read.
-                .env("KISEKI_ACCESS_KEY", &key.access_key_id)
-                .env("KISEKI_SECRET_KEY", &key.secret_access_key)
-                .stdin(Stdio::null())
-                // The server owns stdout (its banner); the client logs to stderr.
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {}", client.display()))?;
+                }),
+            )
+            .env_remove("KISEKI_ACCESS_KEY")
+            .env_remove("KISEKI_SECRET_KEY");
+        match identity {
+            DevIdentity::Certificate { cert, key } => {
+                command.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
+            // The secret goes through the environment, not the command line others can read.
+            DevIdentity::AccessKey(key) => {
+                command
+                    .env("KISEKI_ACCESS_KEY", &key.access_key_id)
+                    .env("KISEKI_SECRET_KEY", &key.secret_access_key);
+            }
+        }
+        let child = command
+            .stdin(Stdio::null())
+            // The server owns stdout (its banner); the client logs to stderr.
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", client.display()))?;
         let mut mount = DevMount {
             child,
             mount_point: mount_point.to_path_buf(),

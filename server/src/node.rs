@@ -47,6 +47,8 @@ pub struct ServedCluster {
     pub description: String,
     /// The server task.
     pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Counters of periodic re-replication, for `/metrics`.
+    pub rereplication: crate::cluster::rereplicate::RereplicationMetrics,
 }
 
 /// The cluster parts of a node with a `cluster` section (identity, peers, layout), built before
@@ -124,6 +126,11 @@ pub async fn serve_cluster(
         .iter()
         .flat_map(|pool| pool.local_devices.iter().cloned())
         .collect();
+    let rereplication = cluster.node.start_rereplication(
+        Arc::clone(&cluster.local),
+        pools.directories.clone(),
+        shutdown.clone(),
+    );
     let (address, task) = cluster
         .node
         .serve(
@@ -137,5 +144,6 @@ pub async fn serve_cluster(
     Ok(Some(ServedCluster {
         description: cluster.node.describe(address),
         task,
+        rereplication,
     }))
 }

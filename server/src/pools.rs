@@ -11,6 +11,10 @@
 //! paths, or absolute paths that are equal on every node), so that all nodes compute the same
 //! placement.
 //!
+//! Every erasure-coded pool shares the node's [`PlacementJournal`]: stores note where they put
+//! fragments, `crate::placements` records them in the shard logs. A pool's placement epoch is a
+//! hash of its device list, so it changes when a device is added.
+//!
 //! This module owns wiring only: coding, placement and repair live in `kiseki-chunk`.
 
 use std::collections::HashMap;
@@ -22,7 +26,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use kiseki_chunk::{
     ChunkError, ChunkStore, DeviceInfo, EcPolicy, EcProfile, ErasureChunkStore, FragmentStore,
-    FsChunkStore, FsFragmentStore, Placement, PoolName, RepairReport, StoreFuture,
+    FsChunkStore, FsFragmentStore, Placement, PlacementJournal, PoolName, RepairReport,
+    StoreFuture,
 };
 use kiseki_types::{ChunkId, TenantId};
 use prometheus_client::collector::Collector;
@@ -48,6 +53,8 @@ pub struct Pools {
     pub erasure: Vec<ErasurePool>,
     /// Directories of the single-directory pools (whole chunk files).
     pub directories: Vec<PathBuf>,
+    /// Layouts the erasure-coded pools noted, to be recorded in the shard logs.
+    pub journal: Arc<PlacementJournal>,
 }
 
 /// What an erasure-coded pool needs from the cluster: this node's id, its peers' ids, and a
@@ -136,6 +143,7 @@ fn open_erasure(
     pool: &PoolConfig,
     policy: EcPolicy,
     cluster: Option<&dyn ClusterDevices>,
+    journal: &Arc<PlacementJournal>,
 ) -> anyhow::Result<ErasurePool> {
     let node = cluster.map_or(LOCAL_NODE, |cluster| cluster.node_id());
     let mut local_devices: Vec<Arc<dyn FragmentStore>> = Vec::new();
@@ -167,8 +175,11 @@ fn open_erasure(
             (a.node, &a.device).cmp(&(b.node, &b.device))
         });
     }
-    let store = ErasureChunkStore::open(PoolName(pool.name.clone()), devices, policy, 1)
-        .with_context(|| format!("pool {}", pool.name))?;
+    let infos: Vec<DeviceInfo> = devices.iter().map(|d| d.device().clone()).collect();
+    let epoch = kiseki_chunk::device_list_epoch(&infos);
+    let store = ErasureChunkStore::open(PoolName(pool.name.clone()), devices, policy, epoch)
+        .with_context(|| format!("pool {}", pool.name))?
+        .with_journal(Arc::clone(journal));
     Ok(ErasurePool {
         name: pool.name.clone(),
         store: Arc::new(store),
@@ -193,10 +204,13 @@ impl Pools {
     ) -> anyhow::Result<Self> {
         let mut directories = Vec::new();
         let mut erasure = Vec::new();
+        let journal = Arc::new(PlacementJournal::new());
         for pool in &config.pools {
             check(pool)?;
             match policy(pool)? {
-                Some(policy) => erasure.push(open_erasure(config, pool, policy, cluster)?),
+                Some(policy) => {
+                    erasure.push(open_erasure(config, pool, policy, cluster, &journal)?)
+                }
                 None => directories.push((
                     PoolName(pool.name.clone()),
                     config.pool_dir(pool),
@@ -211,6 +225,7 @@ impl Pools {
                 store: Arc::new(fs),
                 erasure,
                 directories: dirs,
+                journal,
             });
         }
         let mut routes: Vec<(PoolName, Arc<dyn ChunkStore>)> = Vec::new();
@@ -222,10 +237,16 @@ impl Pools {
                 None => routes.push((name, Arc::clone(&fs))),
             }
         }
+        let erasure_names = erasure.iter().map(|ec| PoolName(ec.name.clone())).collect();
         Ok(Pools {
-            store: Arc::new(PoolRouter { routes }),
+            store: Arc::new(PoolRouter {
+                routes,
+                erasure: erasure_names,
+                journal: Arc::clone(&journal),
+            }),
             erasure,
             directories: dirs,
+            journal,
         })
     }
 
@@ -303,6 +324,10 @@ fn log_report(pool: &str, what: &str, report: &RepairReport) {
 /// Routes each chunk operation to the right pool.
 struct PoolRouter {
     routes: Vec<(PoolName, Arc<dyn ChunkStore>)>,
+    /// The erasure-coded pools among the routes.
+    erasure: Vec<PoolName>,
+    /// Recorded placements: which erasure-coded pool holds a chunk.
+    journal: Arc<PlacementJournal>,
 }
 
 impl PoolRouter {
@@ -310,6 +335,31 @@ impl PoolRouter {
     fn stores(&self) -> Vec<&Arc<dyn ChunkStore>> {
         let mut stores: Vec<&Arc<dyn ChunkStore>> = Vec::new();
         for (_, store) in &self.routes {
+            if !stores.iter().any(|seen| Arc::ptr_eq(seen, store)) {
+                stores.push(store);
+            }
+        }
+        stores
+    }
+
+    /// The stores in the order a read tries them: the pool a recorded placement names, then
+    /// directory pools (one file lookup), then the other erasure-coded pools (which may probe
+    /// every device for a chunk they do not hold).
+    fn read_order(&self, tenant: TenantId, id: ChunkId) -> Vec<&Arc<dyn ChunkStore>> {
+        let recorded = self.journal.recorded(tenant, id).map(|layout| layout.pool);
+        let rank = |name: &PoolName| {
+            if Some(name) == recorded.as_ref() {
+                0
+            } else if !self.erasure.contains(name) {
+                1
+            } else {
+                2
+            }
+        };
+        let mut routes: Vec<&(PoolName, Arc<dyn ChunkStore>)> = self.routes.iter().collect();
+        routes.sort_by_key(|(name, _)| rank(name));
+        let mut stores: Vec<&Arc<dyn ChunkStore>> = Vec::new();
+        for (_, store) in routes {
             if !stores.iter().any(|seen| Arc::ptr_eq(seen, store)) {
                 stores.push(store);
             }
@@ -339,7 +389,7 @@ impl ChunkStore for PoolRouter {
     fn get(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, Bytes> {
         Box::pin(async move {
             let mut last = ChunkError::NotFound { tenant, id };
-            for store in self.stores() {
+            for store in self.read_order(tenant, id) {
                 match store.get(tenant, id).await {
                     Ok(frame) => return Ok(frame),
                     Err(ChunkError::NotFound { .. }) => {}
@@ -395,7 +445,7 @@ impl Collector for EcCollector {
             .map(|(name, store)| (name.as_str(), store.counters().snapshot()))
             .collect();
         type Field = fn(&kiseki_chunk::EcStats) -> u64;
-        let series: [(&str, &str, Field); 7] = [
+        let series: [(&str, &str, Field); 9] = [
             (
                 "ec_fragments_written",
                 "Fragments written by chunk writes",
@@ -426,6 +476,16 @@ impl Collector for EcCollector {
                 "ec_chunks_unrecoverable",
                 "Chunks found with fewer than k good fragments",
                 |s| s.chunks_unrecoverable,
+            ),
+            (
+                "ec_placement_scans",
+                "Chunk reads that probed devices beyond the recorded or ranked fragment positions",
+                |s| s.placement_scans,
+            ),
+            (
+                "ec_placement_recorded_lookups",
+                "Fragment lookups that used the chunk's recorded placement",
+                |s| s.placement_recorded_lookups,
             ),
         ];
         for (name, help, field) in series {

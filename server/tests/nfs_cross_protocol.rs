@@ -1,5 +1,6 @@
 //! One namespace behind NFS and S3: a file written over NFS is the same object over S3 and in
 //! the namespace API, and an object PUT over S3 is a file over NFS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod nfs_support;
 

@@ -2,6 +2,7 @@
 //! delimiter, a 64 MiB multipart upload, a presigned URL; then the cross-protocol check (the
 //! objects are files of the namespace at the expected paths, after a restart) and the request
 //! metrics; and garbage on the wire that must not crash or hang the server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "s3/support.rs"]
 mod support;

@@ -1,5 +1,6 @@
 //! rclone (sync up and down, then compare) and s3cmd (mb, put, ls, get, del, rb) against the
 //! S3 gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "s3/support.rs"]
 mod support;

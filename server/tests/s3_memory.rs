@@ -1,5 +1,6 @@
 //! Streaming: a 1 GiB PUT and a 1 GiB GET (single requests, not multipart) raise the server's
 //! resident memory by less than 128 MiB (VmHWM, the peak, against VmRSS before).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "s3/support.rs"]
 mod support;

@@ -2,6 +2,7 @@
 //! parameter, ranges, conditional requests, copy, metadata, DeleteObjects, multipart uploads,
 //! error codes, SigV4 (forged, unsigned, presigned, expired) and malformed XML; then a
 //! multipart upload that spans a server restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "s3/support.rs"]
 mod support;

@@ -21,6 +21,10 @@ pub struct NodeConfig {
     pub ca: Option<PathBuf>,
     /// Name the server certificate must carry.
     pub server_name: Option<String>,
+    /// PEM client certificate (mutual TLS; the tenant comes from it, no access key needed).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
     /// The agent's control socket.
     pub agent_socket: Option<PathBuf>,
     /// Let users other than the mounting one access the mount.

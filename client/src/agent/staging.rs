@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::StreamExt;
+use kiseki_chunk::ChunkService;
 use kiseki_types::{ChunkId, ErrorKind, NamespaceError};
 use tokio::sync::mpsc;
 
@@ -257,7 +258,8 @@ impl FileTracker {
 }
 
 /// Fetches one chunk and stores it. Opening and storing (two AES-GCM passes and a file write)
-/// run on a blocking thread, so the runtime's threads keep the transfers going.
+/// run on a blocking thread, so the runtime's threads keep the transfers going. A pinned chunk
+/// is opened straight into its L2 file's write buffer (one copy from the network's buffer).
 async fn fetch_one(agent: &Agent, mode: CacheMode, id: ChunkId) -> Result<u64, String> {
     let frame: Bytes = agent
         .client
@@ -266,19 +268,37 @@ async fn fetch_one(agent: &Agent, mode: CacheMode, id: ChunkId) -> Result<u64, S
         .map_err(|e| format!("fetching chunk {id}: {e}"))?;
     let cache = Arc::clone(&agent.cache);
     let client = Arc::clone(&agent.client);
-    tokio::task::spawn_blocking(move || {
-        let plaintext = client.open_frame(id, frame).map_err(|e| e.to_string())?;
-        let len = plaintext.len() as u64;
-        match mode {
-            CacheMode::Pinned => cache
-                .store_pinned(id, &plaintext)
-                .map_err(|e| e.to_string())?,
-            _ => cache.store_organic(id, &plaintext),
+    tokio::task::spawn_blocking(move || match mode {
+        CacheMode::Pinned => {
+            let len = ChunkService::plaintext_len(&frame)
+                .ok_or_else(|| format!("chunk {id}: a frame of {} bytes", frame.len()))?;
+            cache
+                .store_pinned_with(id, len, |out: &mut [u8]| {
+                    client
+                        .open_frame_into(id, &frame, out)
+                        .map(|_| ())
+                        .map_err(StoreFailure::Open)
+                })
+                .map_err(|failure| failure.to_string())?;
+            Ok(len as u64)
         }
-        Ok::<u64, String>(len)
+        _ => {
+            let plaintext = client.open_frame(id, frame).map_err(|e| e.to_string())?;
+            cache.store_organic(id, &plaintext);
+            Ok(plaintext.len() as u64)
+        }
     })
     .await
     .map_err(|e| format!("storing chunk {id}: {e}"))?
+}
+
+/// Why a fetched chunk was not stored.
+#[derive(Debug, thiserror::Error)]
+enum StoreFailure {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Open(NamespaceError),
 }
 
 async fn fetch_dataset(

@@ -29,8 +29,8 @@ use kiseki_client::agent::protocol::{SOCKET_DEFAULT, SOCKET_ENV};
 use kiseki_client::agent::server::{AgentSocket, SocketError};
 use kiseki_client::agent::{Agent, AgentSettings};
 use kiseki_client::{
-    AttrUpdate, Caller, ChannelSecurity, ChunkCache, Client, ClientOptions, CountingTransport,
-    GrpcOptions, GrpcTransport, Node, NodeCache, NodeCacheConfig, Special,
+    AttrUpdate, Caller, ChannelSecurity, ChunkCache, Client, ClientCertificate, ClientOptions,
+    CountingTransport, GrpcOptions, GrpcTransport, Node, NodeCache, NodeCacheConfig, Special,
 };
 use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
 
@@ -41,7 +41,8 @@ use kiseki_types::{ErrorKind, FileKind, InodeId, NamespaceError, Timestamp};
     // The last of a repeated option wins (a wrapper's defaults, then the caller's).
     args_override_self = true,
     after_help = "Examples:\n  \
-        kiseki-client-fuse --ca /var/lib/kiseki/tls/ca.pem --access-key KSK... --secret-key ... /kiseki\n  \
+        kiseki-client-fuse --ca /var/lib/kiseki/cluster-ca/ca.pem --cert client.pem --key client.key /kiseki\n  \
+        kiseki-client-fuse --ca /var/lib/kiseki/cluster-ca/ca.pem --access-key KSK... --secret-key ... /kiseki\n  \
         KISEKI_CA=ca.pem KISEKI_ACCESS_KEY=... KISEKI_SECRET_KEY=... kiseki-client-fuse --allow-other --default-permissions /mnt/k\n  \
         kiseki-client-fuse --config /etc/kiseki/compute-node.yaml\n\n\
         Command-line options override the --config file. Logging: KISEKI_LOG (tracing filter, default \"info\"). Stop with SIGTERM or Ctrl-C: unmounts cleanly."
@@ -72,21 +73,38 @@ struct Args {
 
     /// Talk to the server over plain TCP: the access key and metadata cross the network
     /// readable. For tests and trusted links only.
-    #[arg(long, conflicts_with_all = ["ca", "server_name"])]
+    #[arg(long, conflicts_with_all = ["ca", "server_name", "cert", "key"])]
     insecure_plaintext: bool,
 
-    /// Access key id of the tenant workload.
-    #[arg(long, env = "KISEKI_ACCESS_KEY", value_name = "ID")]
-    access_key: String,
+    /// PEM client certificate of the workload (mutual TLS), issued from the cluster CA with
+    /// `kiseki-server cluster-ca issue-client-cert`: the server takes the tenant from it, no
+    /// access key needed.
+    #[arg(long, env = "KISEKI_CERT", value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, env = "KISEKI_KEY", value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+
+    /// Access key id of the tenant workload (not needed with --cert; if given too, it must be
+    /// of the certificate's tenant).
+    #[arg(
+        long,
+        env = "KISEKI_ACCESS_KEY",
+        value_name = "ID",
+        requires = "secret_key"
+    )]
+    access_key: Option<String>,
 
     /// Secret key of the tenant workload.
     #[arg(
         long,
         env = "KISEKI_SECRET_KEY",
         value_name = "SECRET",
-        hide_env_values = true
+        hide_env_values = true,
+        requires = "access_key"
     )]
-    secret_key: String,
+    secret_key: Option<String>,
 
     /// Let users other than the mounting one access the mount.
     #[arg(long)]
@@ -861,6 +879,8 @@ struct Settings {
     server: String,
     ca: Option<PathBuf>,
     server_name: Option<String>,
+    /// Client certificate and key (PEM files).
+    client_cert: Option<(PathBuf, PathBuf)>,
     allow_other: bool,
     default_permissions: bool,
     /// The socket named by the command line or config (`None`: the default).
@@ -894,6 +914,23 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     let ca = args.ca.clone().or(file.ca);
     if ca.is_none() && !args.insecure_plaintext {
         bail!("--ca FILE (or ca: in --config) is required unless --insecure-plaintext");
+    }
+    let client_cert = match (
+        args.cert.clone().or(file.cert),
+        args.key.clone().or(file.key),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => bail!("a client certificate needs both --cert and --key (cert: and key: in --config)"),
+    };
+    if client_cert.is_none() && args.access_key.is_none() {
+        bail!(
+            "no identity: give --cert FILE --key FILE (a client certificate of the cluster CA) \
+             or --access-key/--secret-key (KISEKI_ACCESS_KEY, KISEKI_SECRET_KEY)"
+        );
+    }
+    if client_cert.is_some() && args.insecure_plaintext {
+        bail!("a client certificate needs TLS, not --insecure-plaintext");
     }
     let cache_dir_named = args.cache_dir.is_some() || file.cache.dir.is_some();
     let cache = NodeCacheConfig {
@@ -931,6 +968,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| "https://127.0.0.1:9200".into()),
         ca,
         server_name: args.server_name.clone().or(file.server_name),
+        client_cert,
         allow_other: args.allow_other || file.allow_other.unwrap_or(false),
         default_permissions: args.default_permissions || file.default_permissions.unwrap_or(false),
         agent_socket: args.agent_socket.clone().or(file.agent_socket),
@@ -940,6 +978,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
 }
 
 fn main() -> anyhow::Result<()> {
+    kiseki_chunk::keep_chunk_buffers_in_heap();
     kiseki_telemetry::init_tracing("KISEKI_LOG");
     let args = Args::parse();
     let mut settings = settings(&args)?;
@@ -953,14 +992,23 @@ fn main() -> anyhow::Result<()> {
             ca_pem: std::fs::read(path)
                 .with_context(|| format!("reading the CA certificate {}", path.display()))?,
             server_name: settings.server_name.clone(),
+            client_cert: match &settings.client_cert {
+                Some((cert, key)) => Some(ClientCertificate {
+                    cert_pem: std::fs::read(cert).with_context(|| {
+                        format!("reading the client certificate {}", cert.display())
+                    })?,
+                    key_pem: std::fs::read(key)
+                        .with_context(|| format!("reading the client key {}", key.display()))?,
+                }),
+                None => None,
+            },
         },
         _ => ChannelSecurity::InsecurePlaintext,
     };
     let options = GrpcOptions {
         endpoint: settings.server.clone(),
         security,
-        access_key: args.access_key.clone(),
-        secret_key: args.secret_key.clone(),
+        access_key: args.access_key.clone().zip(args.secret_key.clone()),
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
     };

@@ -61,6 +61,18 @@ impl std::fmt::Display for ReadFailure {
     }
 }
 
+/// Why writing an L2 file failed: the file system, or the caller's fill.
+enum WriteFailure<E> {
+    Io(io::Error),
+    Fill(E),
+}
+
+impl<E> From<io::Error> for WriteFailure<E> {
+    fn from(error: io::Error) -> Self {
+        WriteFailure::Io(error)
+    }
+}
+
 /// The directory of L2 files.
 pub(crate) struct DiskFiles {
     dir: PathBuf,
@@ -117,35 +129,62 @@ impl DiskFiles {
         id: &ChunkId,
         plaintext: &[u8],
     ) -> Result<(), CacheError> {
+        self.write_with(key, id, plaintext.len(), |out: &mut [u8]| {
+            out[..plaintext.len()].copy_from_slice(plaintext);
+            Ok::<(), CacheError>(())
+        })
+    }
+
+    /// Writes chunk `id`'s file of `plaintext_len` bytes: `fill` puts the plaintext at the start
+    /// of the slice it gets (which has [`TAG_BYTES`] more room, usable as scratch), straight
+    /// into the file's write buffer, where it is sealed in place.
+    pub(crate) fn write_with<E: From<CacheError>>(
+        &self,
+        key: &CacheKey,
+        id: &ChunkId,
+        plaintext_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let path = self.path(id);
         let io_error = |source| CacheError::Io {
             path: path.clone(),
             source,
         };
-        let mut file = Vec::with_capacity(HEADER_BYTES + plaintext.len() + TAG_BYTES);
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&[VERSION, 0, 0, 0]);
-        file.extend_from_slice(&key.generation.to_le_bytes());
-        file.extend_from_slice(&(plaintext.len() as u64).to_le_bytes());
-        file.extend_from_slice(&[0u8; NONCE_BYTES]);
-        file.extend_from_slice(plaintext);
-        let aad = associated_data(&file[..AUTHENTICATED_HEADER_BYTES], id);
-        let (header, body) = file.split_at_mut(HEADER_BYTES);
-        let (nonce, tag) = seal_in_place(&key.key, &aad, body).map_err(|_| CacheError::Key)?;
-        header[AUTHENTICATED_HEADER_BYTES..].copy_from_slice(&nonce);
-        file.extend_from_slice(&tag);
-
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_error)?;
+            fs::create_dir_all(parent).map_err(|e| E::from(io_error(e)))?;
         }
         let serial = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = path.with_extension(format!("tmp{serial}"));
-        let written = kiseki_chunk::create_direct(&temp, &file, kiseki_chunk::FileSync::None);
-        if let Err(source) = written.and_then(|()| fs::rename(&temp, &path)) {
+        let file_len = HEADER_BYTES + plaintext_len + TAG_BYTES;
+        let written = kiseki_chunk::create_direct_with(
+            &temp,
+            file_len,
+            kiseki_chunk::FileSync::None,
+            |file: &mut [u8]| {
+                let (header, body) = file.split_at_mut(HEADER_BYTES);
+                fill(body).map_err(WriteFailure::Fill)?;
+                header[..4].copy_from_slice(MAGIC);
+                header[4..8].copy_from_slice(&[VERSION, 0, 0, 0]);
+                header[8..16].copy_from_slice(&key.generation.to_le_bytes());
+                header[16..24].copy_from_slice(&(plaintext_len as u64).to_le_bytes());
+                let aad = associated_data(&header[..AUTHENTICATED_HEADER_BYTES], id);
+                let (plaintext, tag_room) = body.split_at_mut(plaintext_len);
+                let (nonce, tag) = seal_in_place(&key.key, &aad, plaintext)
+                    .map_err(|_| WriteFailure::Fill(E::from(CacheError::Key)))?;
+                header[AUTHENTICATED_HEADER_BYTES..].copy_from_slice(&nonce);
+                tag_room.copy_from_slice(&tag);
+                Ok(())
+            },
+        );
+        let renamed = match written {
+            Ok(()) => fs::rename(&temp, &path).map_err(|e| E::from(io_error(e))),
+            Err(WriteFailure::Io(e)) => Err(E::from(io_error(e))),
+            Err(WriteFailure::Fill(e)) => Err(e),
+        };
+        if renamed.is_err() {
             let _ = fs::remove_file(&temp);
-            return Err(io_error(source));
         }
-        Ok(())
+        renamed
     }
 
     /// Reads and authenticates chunk `id`'s file under `key`.

@@ -314,22 +314,38 @@ impl NodeCache {
 
     /// Keeps the plaintext of pinned chunk `id` in L2. Blocking file I/O.
     pub fn store_pinned(&self, id: ChunkId, plaintext: &[u8]) -> Result<(), CacheError> {
+        self.store_pinned_with(id, plaintext.len(), |out: &mut [u8]| {
+            out[..plaintext.len()].copy_from_slice(plaintext);
+            Ok::<(), CacheError>(())
+        })
+    }
+
+    /// Keeps pinned chunk `id` (`plaintext_len` bytes) in L2, where `fill` writes the plaintext
+    /// straight into the file's write buffer (see [`DiskFiles::write_with`]): staging opens the
+    /// server's frame there, so the bytes are copied once on their way to disk. `fill` is not
+    /// called when the chunk is already present. Blocking file I/O.
+    pub fn store_pinned_with<E: From<CacheError>>(
+        &self,
+        id: ChunkId,
+        plaintext_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let shared = &self.shared;
         let key = {
             let l2 = shared.lock();
             if !l2.pins.is_pinned(&id) {
-                return Err(CacheError::NotPinned(id));
+                return Err(CacheError::NotPinned(id).into());
             }
             if l2.pinned_present.contains_key(&id) {
                 return Ok(());
             }
             Arc::clone(&l2.key)
         };
-        shared.files.write(&key, &id, plaintext)?;
+        shared.files.write_with(&key, &id, plaintext_len, fill)?;
         let mut l2 = shared.lock();
         if l2.key.generation() == key.generation() && l2.pins.is_pinned(&id) {
             l2.organic.remove(&id);
-            l2.mark_pinned_present(id, plaintext.len() as u64);
+            l2.mark_pinned_present(id, plaintext_len as u64);
         } else if !l2.holds(&id) {
             shared.files.remove(&id);
         }

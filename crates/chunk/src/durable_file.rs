@@ -90,13 +90,47 @@ pub enum Sync {
 /// Creates `path` (which must not exist) holding `data`, written with direct I/O when the file
 /// system supports it (see the module doc), buffered otherwise.
 pub fn create_direct(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
-    if data.len() <= DIRECT_BYTES_MAX {
-        match open_new(path, libc::O_DIRECT) {
-            Ok(file) => return write_direct(path, file, data, sync),
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(error) => return Err(error),
-        }
+    create_direct_with(path, data.len(), sync, |out| {
+        out.copy_from_slice(data);
+        Ok::<(), io::Error>(())
+    })
+}
+
+/// Like [`create_direct`], but `fill` writes the file's `len` bytes straight into the write
+/// buffer (for callers that transform data on its way to disk, such as sealing it: no extra
+/// copy). Nothing is created when `fill` fails.
+pub fn create_direct_with<E: From<io::Error>>(
+    path: &Path,
+    len: usize,
+    sync: Sync,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    if len <= DIRECT_BYTES_MAX {
+        return ALIGNED.with(|cell| {
+            let mut buffer = cell.borrow_mut();
+            let padded = len.div_ceil(ALIGN) * ALIGN;
+            if buffer.len() < padded + ALIGN {
+                buffer.resize(padded + ALIGN, 0);
+            }
+            let start = buffer.as_ptr().align_offset(ALIGN);
+            let aligned = &mut buffer[start..start + padded];
+            fill(&mut aligned[..len])?;
+            aligned[len..].fill(0);
+            match open_new(path, libc::O_DIRECT) {
+                Ok(file) => Ok(write_direct(path, file, aligned, len, sync)?),
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                    Ok(write_buffered(path, &aligned[..len], sync)?)
+                }
+                Err(error) => Err(error.into()),
+            }
+        });
     }
+    let mut data = vec![0; len];
+    fill(&mut data)?;
+    Ok(write_buffered(path, &data, sync)?)
+}
+
+fn write_buffered(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let mut file = open_new(path, 0)?;
     file.write_all(data)?;
     finish(&file, sync)
@@ -117,34 +151,30 @@ fn open_new(path: &Path, flags: i32) -> io::Result<File> {
         .open(path)
 }
 
-fn write_direct(path: &Path, mut file: File, data: &[u8], sync: Sync) -> io::Result<()> {
-    let padded = data.len().div_ceil(ALIGN) * ALIGN;
-    let written = ALIGNED.with(|cell| {
-        let mut buffer = cell.borrow_mut();
-        if buffer.len() < padded + ALIGN {
-            buffer.resize(padded + ALIGN, 0);
-        }
-        let start = buffer.as_ptr().align_offset(ALIGN);
-        let aligned = &mut buffer[start..start + padded];
-        aligned[..data.len()].copy_from_slice(data);
-        aligned[data.len()..].fill(0);
-        match file.write(aligned) {
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(0),
-            other => other,
-        }
-    })?;
-    if written < data.len() {
+/// Writes the first `len` bytes of `aligned` (zero padded to the block size) to the new file.
+fn write_direct(
+    path: &Path,
+    mut file: File,
+    aligned: &[u8],
+    len: usize,
+    sync: Sync,
+) -> io::Result<()> {
+    let written = match file.write(aligned) {
+        Err(error) if error.kind() == io::ErrorKind::Interrupted => 0,
+        other => other?,
+    };
+    if written < len {
         // A short direct write (the disk filling up) leaves an unaligned offset: finish with a
         // buffered write, which reports the real cause.
         drop(file);
         let mut file = OpenOptions::new().write(true).open(path)?;
         file.seek(SeekFrom::Start(written as u64))?;
-        file.write_all(&data[written..])?;
-        file.set_len(data.len() as u64)?;
+        file.write_all(&aligned[written..len])?;
+        file.set_len(len as u64)?;
         return finish(&file, sync);
     }
-    if padded != data.len() {
-        file.set_len(data.len() as u64)?;
+    if aligned.len() != len {
+        file.set_len(len as u64)?;
     }
     finish(&file, sync)
 }

@@ -7,7 +7,13 @@
 //! no device takes it. Reads fetch the data fragments, fall back to parity (a degraded read) when
 //! one is missing or fails its checksum, and never return a frame rebuilt from fewer than `k`
 //! verified fragments. This module never decrypts (the caller checks the frame's GCM tag).
+//!
+//! With a [`PlacementJournal`] attached, every put notes where the fragments went (for the
+//! namespace to record in the shard log with the composition), and reads, repairs and the
+//! completeness check look for fragments at their **recorded** devices first, then along the
+//! derived ranking, and only then probe every device (counted as a placement scan).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,7 +24,10 @@ use kiseki_types::{ChunkId, TenantId};
 use crate::ec::{Codec, EcPolicy, EcProfile, FRAGMENTS_MAX};
 use crate::fragment::{FragmentHeader, FragmentKey, FragmentStore};
 use crate::spread::{ChunkLayout, PlacementEngine, PlacementRefused};
-use crate::{ChunkError, ChunkStore, Placement, PoolName, StoreFuture};
+use crate::{
+    ChunkError, ChunkStore, DeviceId, Placement, PlacementJournal, PoolName, RecordedLayout,
+    StoreFuture,
+};
 
 /// Counters of the erasure-coded data path, rebuild and scrub (monotonic since start).
 #[derive(Debug, Default)]
@@ -33,6 +42,8 @@ pub struct EcCounters {
     pub(crate) scrub_fragments_checked: AtomicU64,
     pub(crate) scrub_repaired: AtomicU64,
     pub(crate) chunks_unrecoverable: AtomicU64,
+    pub(crate) placement_scans: AtomicU64,
+    pub(crate) placement_recorded_lookups: AtomicU64,
 }
 
 /// A snapshot of [`EcCounters`].
@@ -58,6 +69,11 @@ pub struct EcStats {
     pub scrub_repaired: u64,
     /// Chunks a rebuild or scrub found with fewer than `k` good fragments.
     pub chunks_unrecoverable: u64,
+    /// Reads that had to probe devices beyond the chunk's recorded (or derived) fragment
+    /// positions: every device of the pool for the first fragments, or every spare.
+    pub placement_scans: u64,
+    /// Lookups of a chunk's fragments that used its recorded placement.
+    pub placement_recorded_lookups: u64,
 }
 
 impl EcCounters {
@@ -79,6 +95,8 @@ impl EcCounters {
             scrub_fragments_checked: get(&self.scrub_fragments_checked),
             scrub_repaired: get(&self.scrub_repaired),
             chunks_unrecoverable: get(&self.chunks_unrecoverable),
+            placement_scans: get(&self.placement_scans),
+            placement_recorded_lookups: get(&self.placement_recorded_lookups),
         }
     }
 }
@@ -94,8 +112,12 @@ pub(crate) enum FragmentRead {
 pub(crate) struct Gathered {
     pub(crate) profile: EcProfile,
     pub(crate) frame_len: usize,
+    /// The encoding's generation.
+    pub(crate) generation: u64,
     /// Verified fragment files by index (`None`: not found or rejected).
     pub(crate) fragments: Vec<Option<Bytes>>,
+    /// The device (an index of `devices`) each verified fragment was read from.
+    pub(crate) devices: Vec<Option<usize>>,
     /// Why fragments were rejected or unreadable, for error messages.
     pub(crate) problems: Vec<String>,
 }
@@ -111,7 +133,14 @@ pub struct ErasureChunkStore {
     /// Serializes writers of the same chunk (puts, repairs): interleaved fragment writes of two
     /// encodings of one chunk (distinct nonces) would leave a set no `k` of which agree.
     write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Where layouts are noted and recorded ones looked up (none: placement is only derived).
+    journal: Option<Arc<PlacementJournal>>,
+    /// Device index by (node, device id), to resolve recorded layouts.
+    sites: HashMap<(u64, DeviceId), usize>,
 }
+
+/// Fragment reads a full scan has in flight.
+const SCAN_READS_MAX: usize = 64;
 
 /// Stripes of [`ErasureChunkStore`]'s per-chunk write lock.
 const WRITE_LOCK_STRIPES: usize = 64;
@@ -145,6 +174,16 @@ impl ErasureChunkStore {
         for profile in policy.profiles() {
             engine.check(profile)?;
         }
+        let mut sites = HashMap::new();
+        for (index, device) in devices.iter().enumerate() {
+            let info = device.device();
+            let site = (info.node, DeviceId::of(&info.device));
+            if sites.insert(site, index).is_some() {
+                // Two names of one node hash alike (about 1 in 2^32 per pair): records naming
+                // that id resolve to the later device; reads then fall back to the ranking.
+                tracing::error!(%pool, device = %info, "device id collision in pool");
+            }
+        }
         Ok(ErasureChunkStore {
             pool,
             devices,
@@ -155,7 +194,90 @@ impl ErasureChunkStore {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             counters: Arc::new(EcCounters::default()),
+            journal: None,
+            sites,
         })
+    }
+
+    /// The same store noting layouts in, and looking recorded ones up through, `journal`.
+    pub fn with_journal(mut self, journal: Arc<PlacementJournal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The pool's name.
+    pub fn pool(&self) -> &PoolName {
+        &self.pool
+    }
+
+    /// The device of `(node, id)`, if the pool has it.
+    pub fn device_of(&self, node: u64, id: DeviceId) -> Option<&Arc<dyn FragmentStore>> {
+        self.sites
+            .get(&(node, id))
+            .map(|&index| &self.devices[index])
+    }
+
+    /// The record of a chunk whose fragment `i` lives on device index `devices[i]`.
+    pub(crate) fn record_of(
+        &self,
+        profile: EcProfile,
+        generation: u64,
+        devices: &[usize],
+    ) -> RecordedLayout {
+        RecordedLayout {
+            pool: self.pool.clone(),
+            profile,
+            generation,
+            fragments: devices
+                .iter()
+                .map(|&index| {
+                    let info = self.devices[index].device();
+                    (info.node, DeviceId::of(&info.device))
+                })
+                .collect(),
+        }
+    }
+
+    /// Notes a layout that moved (rebuild, scrub) for recording, if a journal is attached.
+    pub(crate) fn note_moved(&self, tenant: TenantId, id: ChunkId, layout: RecordedLayout) {
+        if let Some(journal) = &self.journal {
+            journal.note_moved(tenant, id, layout);
+        }
+    }
+
+    /// Every device index in the order to look for a chunk's fragments: position `i < n` holds
+    /// fragment `i` — its recorded device when the chunk has a recorded layout in this pool
+    /// (a device no longer in the pool takes the next of the derived ranking), else the derived
+    /// ranking's — then the other devices in ranking order. Also returns the recorded profile.
+    pub(crate) fn order_for(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+    ) -> (Vec<usize>, Option<EcProfile>) {
+        let derived = self.engine.order(tenant, id);
+        let recorded = self
+            .journal
+            .as_ref()
+            .and_then(|journal| journal.recorded(tenant, id))
+            .filter(|layout| layout.pool == self.pool);
+        let Some(layout) = recorded else {
+            return (derived, None);
+        };
+        EcCounters::add(&self.counters.placement_recorded_lookups, 1);
+        let mut used = vec![false; self.devices.len()];
+        let mut order = Vec::with_capacity(derived.len());
+        for site in &layout.fragments {
+            let index = match self.sites.get(site) {
+                Some(&index) if !used[index] => Some(index),
+                _ => derived.iter().copied().find(|&index| !used[index]),
+            };
+            if let Some(index) = index {
+                used[index] = true;
+                order.push(index);
+            }
+        }
+        order.extend(derived.into_iter().filter(|&index| !used[index]));
+        (order, Some(layout.profile))
     }
 
     /// The placement engine.
@@ -197,10 +319,20 @@ impl ErasureChunkStore {
         frame: Bytes,
     ) -> Result<ChunkLayout, ChunkError> {
         let _writing = self.lock_chunk(id).await;
-        if let Some(profile) = self.heal(tenant, id).await? {
-            return self.engine.layout(tenant, id, profile).map_err(|refused| {
-                ChunkError::Task(format!("pool {}: chunk {id}: {refused}", self.pool))
-            });
+        if let Some(healed) = self.heal(tenant, id).await? {
+            self.note_fresh(tenant, id, healed.clone());
+            let mut layout = self
+                .engine
+                .layout(tenant, id, healed.profile)
+                .map_err(|refused| {
+                    ChunkError::Task(format!("pool {}: chunk {id}: {refused}", self.pool))
+                })?;
+            for (slot, site) in layout.fragments.iter_mut().zip(&healed.fragments) {
+                if let Some(device) = self.sites.get(site) {
+                    *slot = self.devices[*device].device().clone();
+                }
+            }
+            return Ok(layout);
         }
         let profile = self.policy.profile_for(tenant, frame.len());
         let mut layout = self.engine.layout(tenant, id, profile).map_err(|refused| {
@@ -211,8 +343,18 @@ impl ErasureChunkStore {
             tokio::task::spawn_blocking(move || codec.encode(profile, tenant, id, &frame))
                 .await
                 .map_err(|error| ChunkError::Task(error.to_string()))??;
+        let generation = FragmentHeader::decode_header(
+            fragments.first().map_or(&[][..], |f| &f[..]),
+            FragmentKey {
+                tenant,
+                chunk: id,
+                index: 0,
+            },
+        )
+        .map_or(0, |header| header.generation);
         let order = self.engine.order(tenant, id);
         let n = fragments.len();
+        let mut placed_on: Vec<usize> = order[..n].to_vec();
         let writes = fragments.iter().enumerate().map(|(index, bytes)| {
             let key = FragmentKey {
                 tenant,
@@ -240,6 +382,7 @@ impl ErasureChunkStore {
                 {
                     Ok(()) => {
                         layout.fragments[index] = self.devices[spare].device().clone();
+                        placed_on[index] = spare;
                         placed = true;
                         break;
                     }
@@ -251,7 +394,14 @@ impl ErasureChunkStore {
             }
         }
         EcCounters::add(&self.counters.fragments_written, n as u64);
+        self.note_fresh(tenant, id, self.record_of(profile, generation, &placed_on));
         Ok(layout)
+    }
+
+    fn note_fresh(&self, tenant: TenantId, id: ChunkId, layout: RecordedLayout) {
+        if let Some(journal) = &self.journal {
+            journal.note_fresh(tenant, id, layout);
+        }
     }
 
     pub(crate) async fn read_fragment(&self, device: usize, key: FragmentKey) -> FragmentRead {
@@ -281,14 +431,15 @@ impl ErasureChunkStore {
         id: ChunkId,
         order: &[usize],
         wanted: &[(usize, usize)],
-    ) -> Vec<(usize, FragmentRead)> {
+    ) -> Vec<(usize, usize, FragmentRead)> {
         let reads = wanted.iter().map(|&(position, index)| {
             let key = FragmentKey {
                 tenant,
                 chunk: id,
                 index: index as u8,
             };
-            async move { (index, self.read_fragment(order[position], key).await) }
+            let device = order[position];
+            async move { (index, device, self.read_fragment(device, key).await) }
         });
         join_all(reads).await
     }
@@ -301,21 +452,33 @@ impl ErasureChunkStore {
         id: ChunkId,
         all: bool,
     ) -> Result<(Gathered, bool), ChunkError> {
-        let order = self.engine.order(tenant, id);
+        let (order, recorded) = self.order_for(tenant, id);
         let first = if all {
             order.len().min(FRAGMENTS_MAX)
         } else {
-            self.policy.default.data_fragments().min(order.len())
+            recorded
+                .unwrap_or(self.policy.default)
+                .data_fragments()
+                .min(order.len())
         };
+        let mut scanned = false;
         let wanted: Vec<(usize, usize)> = (0..first).map(|i| (i, i)).collect();
         let mut state = GatherState::default();
         state.file(self.read_batch(tenant, id, &order, &wanted).await);
         if state.leading().is_none() {
             // No fragment among the first positions: probe the rest, index = position.
+            scanned = true;
             let rest: Vec<(usize, usize)> = (first..order.len().min(FRAGMENTS_MAX))
                 .map(|i| (i, i))
                 .collect();
             state.file(self.read_batch(tenant, id, &order, &rest).await);
+        }
+        if !all && state.leading().is_none() {
+            // Not where the ranking puts any fragment (devices added since, no record): look
+            // for every fragment index on every device. Not for repairs (`all`): a put heals
+            // through them and most chunks it puts are new, so the scan would find nothing.
+            scanned = true;
+            self.scan_all(tenant, id, &order, &mut state).await;
         }
         let Some((profile, frame_len, _)) = state.leading() else {
             return Err(if state.problems.is_empty() {
@@ -341,6 +504,7 @@ impl ErasureChunkStore {
         }
         if state.valid() < need {
             // Fragments a rebuild put on spare devices.
+            scanned = true;
             let have = state.fragments(state.leading().unwrap_or((profile, frame_len, 0)), n);
             let missing: Vec<usize> = (0..n).filter(|&i| have[i].is_none()).collect();
             let spares: Vec<(usize, usize)> = (n..order.len())
@@ -348,21 +512,62 @@ impl ErasureChunkStore {
                 .collect();
             state.file_spares(self.read_batch(tenant, id, &order, &spares).await);
         }
+        if !all && state.valid() < k {
+            // Fragments moved to other positions (the ranking changed): every device.
+            scanned = true;
+            self.scan_all(tenant, id, &order, &mut state).await;
+        }
         // More reads may have changed which encoding leads (never to one of another profile
         // size without it also having more fragments).
         let identity = state.leading().unwrap_or((profile, frame_len, 0));
-        let (profile, frame_len, _) = identity;
+        let (profile, frame_len, generation) = identity;
         let n = profile.total_fragments();
         let k = profile.data_fragments();
+        let devices = state.devices(identity, n);
         let (fragments, problems) = state.finish(identity, n);
         let degraded = fragments.iter().take(k).any(|f| f.is_none());
+        if scanned && !all {
+            EcCounters::add(&self.counters.placement_scans, 1);
+            tracing::info!(%tenant, chunk = %id, pool = %self.pool, "placement scan: fragments not at their recorded or ranked devices");
+        }
         let gathered = Gathered {
             profile,
             frame_len,
+            generation,
             fragments,
+            devices,
             problems,
         };
         Ok((gathered, degraded))
+    }
+
+    /// Reads every fragment index of the policy's profiles on every device, at most
+    /// [`SCAN_READS_MAX`] at a time: the last resort of a read (counted by the caller).
+    async fn scan_all(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        order: &[usize],
+        state: &mut GatherState,
+    ) {
+        let n_max = self
+            .policy
+            .profiles()
+            .map(|profile| profile.total_fragments())
+            .chain(
+                state
+                    .leading()
+                    .map(|(profile, _, _)| profile.total_fragments()),
+            )
+            .max()
+            .unwrap_or(1)
+            .min(FRAGMENTS_MAX);
+        let every: Vec<(usize, usize)> = (0..order.len())
+            .flat_map(|position| (0..n_max).map(move |index| (position, index)))
+            .collect();
+        for batch in every.chunks(SCAN_READS_MAX) {
+            state.file_spares(self.read_batch(tenant, id, order, batch).await);
+        }
     }
 
     /// The error for a chunk with fewer than `k` good fragments: names the chunk and the losses.
@@ -425,7 +630,7 @@ impl ErasureChunkStore {
     /// Whether every fragment of a chunk is in place, judged from fragment headers only (a
     /// short read each; bodies are checked by reads and scrubs).
     async fn chunk_complete(&self, tenant: TenantId, id: ChunkId) -> Result<bool, ChunkError> {
-        let order = self.engine.order(tenant, id);
+        let (order, _) = self.order_for(tenant, id);
         let width = order.len().min(FRAGMENTS_MAX);
         let headers = join_all(
             (0..width).map(|position| self.read_header(order[position], tenant, id, position)),
@@ -495,7 +700,8 @@ type Identity = (EcProfile, usize, u64);
 /// Only fragments of one encoding are ever combined: the one most fragments belong to.
 #[derive(Default)]
 struct GatherState {
-    candidates: Vec<(usize, Identity, Bytes)>,
+    /// (fragment index, encoding, device index, fragment file).
+    candidates: Vec<(usize, Identity, usize, Bytes)>,
     problems: Vec<String>,
     tried: Vec<usize>,
 }
@@ -504,7 +710,7 @@ impl GatherState {
     /// The encoding with the most distinct fragments (the first seen on a tie).
     fn leading(&self) -> Option<Identity> {
         let mut counts: Vec<(Identity, usize)> = Vec::new();
-        for (_, identity, _) in &self.candidates {
+        for (_, identity, _, _) in &self.candidates {
             match counts.iter_mut().find(|(known, _)| known == identity) {
                 Some((_, count)) => *count += 1,
                 None => counts.push((*identity, 1)),
@@ -520,7 +726,7 @@ impl GatherState {
     /// The fragments of `identity` by index, `n` slots.
     fn fragments(&self, identity: Identity, n: usize) -> Vec<Option<Bytes>> {
         let mut fragments = vec![None; n];
-        for (index, candidate, bytes) in &self.candidates {
+        for (index, candidate, _, bytes) in &self.candidates {
             if *candidate == identity && *index < n {
                 fragments[*index] = Some(bytes.clone());
             }
@@ -528,18 +734,29 @@ impl GatherState {
         fragments
     }
 
+    /// The device each fragment of `identity` was read from, `n` slots.
+    fn devices(&self, identity: Identity, n: usize) -> Vec<Option<usize>> {
+        let mut devices = vec![None; n];
+        for (index, candidate, device, _) in &self.candidates {
+            if *candidate == identity && *index < n {
+                devices[*index] = Some(*device);
+            }
+        }
+        devices
+    }
+
     fn valid(&self) -> usize {
         match self.leading() {
             Some(identity) => self
                 .candidates
                 .iter()
-                .filter(|(_, candidate, _)| *candidate == identity)
+                .filter(|(_, candidate, _, _)| *candidate == identity)
                 .count(),
             None => 0,
         }
     }
 
-    fn accept(&mut self, index: usize, header: FragmentHeader, bytes: Bytes) {
+    fn accept(&mut self, index: usize, device: usize, header: FragmentHeader, bytes: Bytes) {
         let identity = (
             EcProfile::from_header(&header),
             header.frame_len as usize,
@@ -548,27 +765,27 @@ impl GatherState {
         let known = self
             .candidates
             .iter()
-            .any(|(i, candidate, _)| *i == index && *candidate == identity);
+            .any(|(i, candidate, _, _)| *i == index && *candidate == identity);
         if !known {
-            self.candidates.push((index, identity, bytes));
+            self.candidates.push((index, identity, device, bytes));
         }
     }
 
-    fn file(&mut self, results: Vec<(usize, FragmentRead)>) {
-        for (index, read) in results {
+    fn file(&mut self, results: Vec<(usize, usize, FragmentRead)>) {
+        for (index, device, read) in results {
             self.tried.push(index);
             match read {
-                FragmentRead::Valid(header, bytes) => self.accept(index, header, bytes),
+                FragmentRead::Valid(header, bytes) => self.accept(index, device, header, bytes),
                 FragmentRead::Missing => {}
                 FragmentRead::Bad(reason) => self.problems.push(reason),
             }
         }
     }
 
-    fn file_spares(&mut self, results: Vec<(usize, FragmentRead)>) {
-        for (index, read) in results {
+    fn file_spares(&mut self, results: Vec<(usize, usize, FragmentRead)>) {
+        for (index, device, read) in results {
             if let FragmentRead::Valid(header, bytes) = read {
-                self.accept(index, header, bytes);
+                self.accept(index, device, header, bytes);
             }
         }
     }
@@ -576,7 +793,7 @@ impl GatherState {
     /// The fragments of the leading encoding; fragments of others are reported as problems.
     fn finish(mut self, identity: Identity, n: usize) -> (Vec<Option<Bytes>>, Vec<String>) {
         let fragments = self.fragments(identity, n);
-        for (index, candidate, _) in &self.candidates {
+        for (index, candidate, _, _) in &self.candidates {
             if *candidate != identity {
                 self.problems.push(format!(
                     "fragment {index} belongs to another encoding of the chunk ({}, generation {:x})",

@@ -23,8 +23,8 @@ mod spread;
 mod store;
 mod tenant_dirs;
 
-pub use buffer::ChunkBuffer;
-pub use durable_file::{create_direct, Sync as FileSync};
+pub use buffer::{keep_chunk_buffers_in_heap, ChunkBuffer};
+pub use durable_file::{create_direct, create_direct_with, Sync as FileSync};
 pub use ec::{Codec, EcPolicy, EcProfile, InvalidProfile, FRAGMENTS_MAX};
 pub use erasure_store::{EcCounters, EcStats, ErasureChunkStore};
 pub use error::ChunkError;
@@ -36,8 +36,14 @@ pub use fragment::{
 pub use fs_store::FsChunkStore;
 pub use memory_fragment::MemoryFragmentStore;
 pub use memory_store::MemoryChunkStore;
-pub use placement::{DeviceClass, Placement, PoolName};
+pub use placement::{
+    decode_moved, encode_moved, DeviceClass, DeviceId, MovedFileError, Placement, PlacementBook,
+    PlacementJournal, PoolName, RecordedLayout, JOURNAL_FRESH_MAX, JOURNAL_MOVED_MAX,
+    MOVED_FILE_MAGIC, MOVED_FILE_VERSION,
+};
 pub use repair::{RepairReport, REPAIR_CONCURRENCY_MAX, REPORT_LOST_MAX};
 pub use service::{ChunkService, WrittenChunk};
-pub use spread::{ChunkLayout, FailureDomain, PlacementEngine, PlacementRefused};
+pub use spread::{
+    device_list_epoch, ChunkLayout, FailureDomain, PlacementEngine, PlacementRefused,
+};
 pub use store::{ChunkStore, StoreFuture};

@@ -5,6 +5,9 @@
 //! Rebuild looks at which fragments exist (a directory listing per device) and reads fragments
 //! only of chunks that miss some; scrub reads and verifies every fragment. Neither ever writes a
 //! fragment it did not regenerate from `k` verified ones.
+//!
+//! A chunk whose fragments a repair wrote is noted (its full new layout: where every fragment
+//! now is) in the store's placement journal, for the node to record in the shard log.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -17,7 +20,7 @@ use kiseki_types::{ChunkId, TenantId};
 use crate::ec::EcProfile;
 use crate::erasure_store::{EcCounters, ErasureChunkStore, Gathered};
 use crate::fragment::{FragmentHeader, FragmentKey};
-use crate::ChunkError;
+use crate::{ChunkError, RecordedLayout};
 
 /// Chunks repaired at the same time.
 pub const REPAIR_CONCURRENCY_MAX: usize = 4;
@@ -205,13 +208,21 @@ impl ErasureChunkStore {
             EcCounters::add(&self.counters.chunks_unrecoverable, 1);
             return Ok(outcome);
         }
+        let (profile, generation) = (gathered.profile, gathered.generation);
+        let mut devices: Vec<Option<usize>> = (0..n)
+            .map(|i| gathered.devices[i].or_else(|| present.get(&(i as u8)).copied()))
+            .collect();
         let fresh = self
             .regenerate(tenant, chunk, gathered, todo.clone())
             .await?;
         for (index, bytes) in todo.into_iter().zip(fresh) {
-            let written = self.place_fragment(tenant, chunk, index, n, bytes).await?;
+            let (written, device) = self.place_fragment(tenant, chunk, index, n, bytes).await?;
+            devices[index] = Some(device);
             outcome.rebuilt += 1;
             outcome.bytes += written;
+        }
+        if let Some(devices) = devices.into_iter().collect::<Option<Vec<usize>>>() {
+            self.note_moved(tenant, chunk, self.record_of(profile, generation, &devices));
         }
         EcCounters::add(&self.counters.fragments_rebuilt, outcome.rebuilt);
         EcCounters::add(&self.counters.bytes_rebuilt, outcome.bytes);
@@ -222,13 +233,13 @@ impl ErasureChunkStore {
     }
 
     /// Regenerates the missing or corrupt fragments of a stored chunk that is still readable
-    /// (the caller holds the chunk's write lock). Returns its profile, or `None` when the chunk
-    /// is absent or unreadable.
+    /// (the caller holds the chunk's write lock). Returns its layout (where every fragment now
+    /// is), or `None` when the chunk is absent or unreadable.
     pub(crate) async fn heal(
         &self,
         tenant: TenantId,
         chunk: ChunkId,
-    ) -> Result<Option<EcProfile>, ChunkError> {
+    ) -> Result<Option<RecordedLayout>, ChunkError> {
         let gathered = match self.gather(tenant, chunk, true).await {
             Ok((gathered, _)) => gathered,
             Err(ChunkError::NotFound { .. } | ChunkError::Corrupt { .. }) => return Ok(None),
@@ -242,21 +253,25 @@ impl ErasureChunkStore {
         let todo: Vec<usize> = (0..profile.total_fragments())
             .filter(|&i| gathered.fragments[i].is_none())
             .collect();
-        if todo.is_empty() {
-            return Ok(Some(profile));
-        }
-        let fresh = self
-            .regenerate(tenant, chunk, gathered, todo.clone())
-            .await?;
-        let mut bytes = 0;
-        for (index, fragment) in todo.iter().zip(fresh) {
-            bytes += self
-                .place_fragment(tenant, chunk, *index, profile.total_fragments(), fragment)
+        let generation = gathered.generation;
+        let mut devices = gathered.devices.clone();
+        if !todo.is_empty() {
+            let fresh = self
+                .regenerate(tenant, chunk, gathered, todo.clone())
                 .await?;
+            let mut bytes = 0;
+            for (index, fragment) in todo.iter().zip(fresh) {
+                let (written, device) = self
+                    .place_fragment(tenant, chunk, *index, profile.total_fragments(), fragment)
+                    .await?;
+                bytes += written;
+                devices[*index] = Some(device);
+            }
+            EcCounters::add(&self.counters.fragments_rebuilt, todo.len() as u64);
+            EcCounters::add(&self.counters.bytes_rebuilt, bytes);
         }
-        EcCounters::add(&self.counters.fragments_rebuilt, todo.len() as u64);
-        EcCounters::add(&self.counters.bytes_rebuilt, bytes);
-        Ok(Some(profile))
+        let devices: Vec<usize> = devices.into_iter().flatten().collect();
+        Ok(Some(self.record_of(profile, generation, &devices)))
     }
 
     async fn regenerate(
@@ -285,8 +300,8 @@ impl ErasureChunkStore {
         .map_err(|error| ChunkError::Task(error.to_string()))?
     }
 
-    /// Writes a regenerated fragment to its placement device, or to the first spare that takes
-    /// it. Returns the bytes written.
+    /// Writes a regenerated fragment to its placement device (recorded, else derived), or to
+    /// the first spare that takes it. Returns the bytes written and the device (an index).
     async fn place_fragment(
         &self,
         tenant: TenantId,
@@ -294,8 +309,8 @@ impl ErasureChunkStore {
         index: usize,
         n: usize,
         bytes: Bytes,
-    ) -> Result<u64, ChunkError> {
-        let order = self.engine.order(tenant, chunk);
+    ) -> Result<(u64, usize), ChunkError> {
+        let (order, _) = self.order_for(tenant, chunk);
         let key = FragmentKey {
             tenant,
             chunk,
@@ -305,7 +320,7 @@ impl ErasureChunkStore {
         let mut last = None;
         for device in candidates {
             match self.devices[device].put_fragment(key, bytes.clone()).await {
-                Ok(()) => return Ok(bytes.len() as u64),
+                Ok(()) => return Ok((bytes.len() as u64, device)),
                 Err(error) => {
                     tracing::warn!(device = %self.devices[device].device(), %error, "rebuild write failed");
                     last = Some(error);

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kiseki_crypto::{open_in_place, seal_in_place, AddressingKey, DataKey, DekEpoch};
+use kiseki_crypto::{open_in_place, seal_in_place, AddressingKey, DataKey, DekEpoch, TAG_BYTES};
 use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
 use kiseki_types::{ChunkId, TenantId};
 
@@ -78,38 +78,93 @@ impl ChunkService {
         Ok(frame.freeze())
     }
 
-    /// Verifies and opens a frame of chunk `id`: checksums, then the authentication tag with the
-    /// tenant and id bound in. Returns the plaintext; never returns unverified bytes.
+    /// Verifies and opens a frame of chunk `id`: the header's checks, then the authentication
+    /// tag with the tenant and id bound in (it covers every body byte, so the body's checksum
+    /// is not computed again). Returns the plaintext; never returns unverified bytes.
     pub fn open(
         tenant: TenantId,
         id: ChunkId,
         frame: Bytes,
         key_for_epoch: &dyn Fn(DekEpoch) -> Option<Arc<DataKey>>,
     ) -> Result<Bytes, ChunkError> {
-        let header = ChunkHeader::decode(&frame, tenant, id)?;
+        let header = ChunkHeader::decode_header(&frame, tenant, id)?;
         let key = key_for_epoch(header.epoch).ok_or(ChunkError::MissingKey {
             tenant,
             id,
             epoch: header.epoch.0,
         })?;
-        let mut buffer = frame
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let plaintext_len = open_in_place(
-            &key,
-            header.nonce,
-            &associated_data(tenant, id),
-            &mut buffer[HEADER_BYTES..],
-        )
-        .map_err(|error| ChunkError::Corrupt {
+        let aad = associated_data(tenant, id);
+        let corrupt = |error: kiseki_crypto::CryptoError| ChunkError::Corrupt {
             tenant,
             id,
             reason: error.to_string(),
-        })?
-        .len();
-        Ok(buffer
-            .freeze()
-            .slice(HEADER_BYTES..HEADER_BYTES + plaintext_len))
+        };
+        match frame.try_into_mut() {
+            // Nobody else holds the frame: open it where it is.
+            Ok(mut buffer) => {
+                let plaintext_len =
+                    open_in_place(&key, header.nonce, &aad, &mut buffer[HEADER_BYTES..])
+                        .map_err(corrupt)?
+                        .len();
+                Ok(buffer
+                    .freeze()
+                    .slice(HEADER_BYTES..HEADER_BYTES + plaintext_len))
+            }
+            // Shared (a slice of a transport's receive buffer): decrypt into a new buffer
+            // rather than copy the frame first.
+            Err(shared) => {
+                let mut plaintext = BytesMut::zeroed(header.plaintext_len as usize);
+                kiseki_crypto::open_into(
+                    &key,
+                    header.nonce,
+                    &aad,
+                    &shared[HEADER_BYTES..],
+                    &mut plaintext,
+                )
+                .map_err(corrupt)?;
+                Ok(plaintext.freeze())
+            }
+        }
+    }
+
+    /// The plaintext length of a frame (from its size alone; nothing is verified).
+    pub fn plaintext_len(frame: &[u8]) -> Option<usize> {
+        frame.len().checked_sub(HEADER_BYTES + TAG_BYTES)
+    }
+
+    /// Like [`Self::open`], but decrypts into `out` (at least [`Self::plaintext_len`] bytes), so
+    /// a caller that needs the plaintext in its own buffer (a file's aligned write buffer) gets
+    /// it there with no copy of the frame. On an error, `out` holds no plaintext.
+    pub fn open_into(
+        tenant: TenantId,
+        id: ChunkId,
+        frame: &[u8],
+        key_for_epoch: &dyn Fn(DekEpoch) -> Option<Arc<DataKey>>,
+        out: &mut [u8],
+    ) -> Result<usize, ChunkError> {
+        let header = ChunkHeader::decode_header(frame, tenant, id)?;
+        let key = key_for_epoch(header.epoch).ok_or(ChunkError::MissingKey {
+            tenant,
+            id,
+            epoch: header.epoch.0,
+        })?;
+        let plaintext_len = header.plaintext_len as usize;
+        let room = out.len();
+        let plaintext = out
+            .get_mut(..plaintext_len)
+            .ok_or_else(|| ChunkError::Corrupt {
+                tenant,
+                id,
+                reason: format!("{room} bytes of room for {plaintext_len} bytes of plaintext"),
+            })?;
+        let aad = associated_data(tenant, id);
+        kiseki_crypto::open_into(&key, header.nonce, &aad, &frame[HEADER_BYTES..], plaintext)
+            .map_err(|error| ChunkError::Corrupt {
+                tenant,
+                id,
+                reason: error.to_string(),
+            })?;
+        Ok(plaintext_len)
     }
 
     /// Stores `plaintext` as one chunk of `tenant`, skipping the write if the tenant already has

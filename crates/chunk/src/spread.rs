@@ -1,12 +1,13 @@
 //! The placement engine: which device of a pool holds which fragment of a chunk.
 //!
-//! Placement is derived, not stored: rendezvous hashing of (tenant, chunk, node, device) ranks
+//! The derived placement: rendezvous hashing of (tenant, chunk, node, device) ranks
 //! every device of the pool, the ranking is interleaved across nodes (best device of each node
 //! first, then the second best of each, ...) and fragment `i` goes to position `i`. Anyone who
 //! knows the device list recomputes it; adding a device moves only the fragments it wins. The
 //! devices after the first `n` positions are the spares a rebuild falls back to when a device is
 //! unreachable, in that order. The engine's epoch names the device list a layout was computed
-//! with, so a caller that records layouts can tell stale ones.
+//! with ([`device_list_epoch`]): adding a device changes it and the ranking, which is why the
+//! layout of every written chunk is also recorded in its shard's log (see `placement.rs`).
 //!
 //! This module does no I/O and never reads fragments.
 
@@ -171,6 +172,26 @@ impl PlacementEngine {
             fragments,
         })
     }
+}
+
+/// The epoch of a device list: a hash of its (node, device name) pairs, order-independent, so
+/// it changes whenever a device is added or removed and is equal on every node of a cluster.
+pub fn device_list_epoch(devices: &[DeviceInfo]) -> u64 {
+    let mut names: Vec<(u64, &str)> = devices
+        .iter()
+        .map(|device| (device.node, device.device.as_str()))
+        .collect();
+    names.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kiseki-device-list-v1");
+    for (node, name) in names {
+        hasher.update(&node.to_le_bytes());
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 fn distinct_nodes(devices: &[DeviceInfo]) -> usize {

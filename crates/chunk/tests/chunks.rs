@@ -127,6 +127,61 @@ async fn a_flipped_byte_on_disk_is_detected_never_returned() {
     );
 }
 
+/// The native client's path: a frame opened straight into a caller's buffer (staging into the
+/// node cache) without the body checksum, so the authentication tag alone must catch every
+/// damaged byte, and a failed open must leave no plaintext behind.
+#[tokio::test]
+async fn opening_into_a_buffer_returns_the_plaintext_or_nothing() {
+    let store = Arc::new(MemoryChunkStore::new());
+    let service = ChunkService::new(Arc::clone(&store) as Arc<dyn ChunkStore>, default_pool());
+    let tenant = Tenant::new(1, 10);
+    let other = Tenant::new(1, 77);
+    let data = pattern(70_000, 9);
+    let written = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, &data)
+        .await
+        .unwrap();
+    let frame = store.get(tenant.id, written.id).await.unwrap();
+    let len = ChunkService::plaintext_len(&frame).unwrap();
+    assert_eq!(len, data.len());
+    let mut out = vec![0u8; len];
+
+    let opened =
+        ChunkService::open_into(tenant.id, written.id, &frame, &tenant.keys(), &mut out).unwrap();
+    assert_eq!(&out[..opened], &data[..]);
+
+    let header_bytes = kiseki_chunk::HEADER_BYTES;
+    for offset in [5usize, header_bytes, header_bytes + 1_000, frame.len() - 1] {
+        let mut damaged = frame.to_vec();
+        damaged[offset] ^= 0x40;
+        out.fill(0xAA);
+        let error =
+            ChunkService::open_into(tenant.id, written.id, &damaged, &tenant.keys(), &mut out)
+                .unwrap_err();
+        assert!(
+            matches!(error, ChunkError::Corrupt { .. }),
+            "offset {offset}: {error}"
+        );
+        assert!(
+            !out.windows(64)
+                .any(|window| data.windows(64).next() == Some(window)),
+            "offset {offset}: plaintext left in the buffer"
+        );
+    }
+    let error = ChunkService::open_into(tenant.id, written.id, &frame, &other.keys(), &mut out)
+        .unwrap_err();
+    assert!(matches!(error, ChunkError::Corrupt { .. }), "{error}");
+    assert!(
+        out[..len].iter().all(|byte| *byte == 0),
+        "wrong key: buffer not wiped"
+    );
+    let mut small = vec![0u8; len - 1];
+    assert!(
+        ChunkService::open_into(tenant.id, written.id, &frame, &tenant.keys(), &mut small).is_err(),
+        "a buffer too small for the plaintext is refused"
+    );
+}
+
 #[tokio::test]
 async fn a_chunk_does_not_open_under_another_tenant_or_key() {
     let store = Arc::new(MemoryChunkStore::new());

@@ -38,6 +38,37 @@ pub fn seal_in_place(
     Ok((nonce, tag_bytes))
 }
 
+/// Decrypts `sealed` = ciphertext followed by its tag into `out` (exactly the ciphertext's
+/// length), checking the tag and `aad`: for callers that need the plaintext somewhere else
+/// anyway, it saves copying the ciphertext there first. On failure `out` is zeroed.
+pub fn open_into(
+    key: &DataKey,
+    nonce: [u8; NONCE_BYTES],
+    aad: &[u8],
+    sealed: &[u8],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    let ciphertext_len = sealed
+        .len()
+        .checked_sub(TAG_BYTES)
+        .ok_or(CryptoError::Authentication)?;
+    if out.len() != ciphertext_len {
+        return Err(CryptoError::Authentication);
+    }
+    let (ciphertext, tag) = sealed.split_at(ciphertext_len);
+    let opened = key.aead().open_separate_gather(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        ciphertext,
+        tag,
+        out,
+    );
+    opened.map_err(|_| {
+        out.fill(0);
+        CryptoError::Authentication
+    })
+}
+
 /// Decrypts in place `sealed` = ciphertext followed by its tag, checking the tag and `aad`;
 /// returns the plaintext part. On failure `sealed` holds no usable plaintext.
 pub fn open_in_place<'a>(

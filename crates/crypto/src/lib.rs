@@ -19,7 +19,7 @@ mod kms;
 mod manager;
 mod source;
 
-pub use aead::{open_in_place, seal_in_place, CryptoError, NONCE_BYTES, TAG_BYTES};
+pub use aead::{open_in_place, open_into, seal_in_place, CryptoError, NONCE_BYTES, TAG_BYTES};
 pub use error::KeyError;
 pub use internal_kms::InternalKms;
 pub use keyring::{TenantKeyMaterial, TenantKeyring, DEK_EPOCHS_MAX};

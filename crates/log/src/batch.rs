@@ -3,7 +3,7 @@
 use kiseki_types::limits::{DELTA_EXTENTS_MAX, LOG_GROUP_COMMIT_ENTRIES_MAX};
 use serde::{Deserialize, Serialize};
 
-use crate::Delta;
+use crate::{Delta, ProposalTag};
 
 /// The deltas that one group commit packed into one Raft entry. They are applied in order and
 /// each gets its own outcome; an invalid delta does not affect the others.
@@ -11,6 +11,9 @@ use crate::Delta;
 pub struct DeltaBatch {
     /// The deltas, in proposal order.
     pub deltas: Vec<Delta>,
+    /// The tag of each delta (same positions; empty when no delta is tagged): a tagged delta
+    /// is applied at most once per tag (see `dedupe`).
+    pub tags: Vec<Option<ProposalTag>>,
 }
 
 impl DeltaBatch {
@@ -18,8 +21,20 @@ impl DeltaBatch {
     pub fn single(delta: Delta) -> Self {
         DeltaBatch {
             deltas: vec![delta],
+            tags: Vec::new(),
         }
     }
+
+    /// The tag of the delta at `position`, if it has one.
+    pub fn tag(&self, position: usize) -> Option<ProposalTag> {
+        self.tags.get(position).copied().flatten()
+    }
+}
+
+/// A batch as log records of format version 1 hold it (before tags); read, never written.
+#[derive(Debug, Deserialize, Serialize)]
+pub(crate) struct DeltaBatchV1 {
+    pub(crate) deltas: Vec<Delta>,
 }
 
 /// Bounds what one batch may hold: at most [`LOG_GROUP_COMMIT_ENTRIES_MAX`] deltas and about
@@ -54,6 +69,9 @@ fn extent_count(delta: &Delta) -> usize {
         Delta::PutFile { content, .. }
         | Delta::PutObject { content, .. }
         | Delta::PutPart { content, .. } => content.extents.len(),
+        // A placement record is about as large as a few extents.
+        Delta::Placed { placements, delta } => placements.len() + extent_count(delta),
+        Delta::RecordPlacement { placements } => placements.len(),
         _ => 0,
     }
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::batch::BatchBudget;
 use crate::error::ErrorContext;
-use crate::{Delta, DeltaBatch, DeltaOutcome, LogError, TypeConfig};
+use crate::{Delta, DeltaBatch, DeltaOutcome, LogError, ProposalTag, TypeConfig};
 
 /// Longest the batcher waits after a commit for answered writers to propose again.
 const LINGER_MAX: Duration = Duration::from_micros(200);
@@ -27,6 +27,8 @@ const LINGER_QUIET: Duration = Duration::from_micros(40);
 /// One delta waiting for its outcome (and the index of the log entry that carried it).
 pub(crate) struct Proposal {
     pub(crate) delta: Delta,
+    /// Its exactly-once tag (cluster shards), carried into the entry.
+    pub(crate) tag: Option<ProposalTag>,
     pub(crate) reply: oneshot::Sender<Result<(u64, DeltaOutcome), LogError>>,
 }
 
@@ -128,12 +130,19 @@ async fn commit(
     errors: &ErrorContext,
     proposals: &mpsc::Receiver<Proposal>,
 ) -> usize {
-    let (deltas, replies): (Vec<Delta>, Vec<_>) = batch
-        .into_iter()
-        .map(|proposal| (proposal.delta, proposal.reply))
-        .unzip();
+    let mut deltas: Vec<Delta> = Vec::with_capacity(batch.len());
+    let mut tags = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for proposal in batch {
+        deltas.push(proposal.delta);
+        tags.push(proposal.tag);
+        replies.push(proposal.reply);
+    }
+    if tags.iter().all(Option::is_none) {
+        tags.clear();
+    }
     let count = deltas.len();
-    let outcomes = match raft.client_write(DeltaBatch { deltas }).await {
+    let outcomes = match raft.client_write(DeltaBatch { deltas, tags }).await {
         Ok(response) if response.data.len() == count => Ok((response.log_id.index, response.data)),
         Ok(response) => Err(errors.raft(format!(
             "entry {} applied {} outcomes for {count} deltas",

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use kiseki_types::{Composition, Extent, InodeId, NamespaceError, Timestamp};
+use kiseki_types::{ChunkId, Composition, Extent, InodeId, NamespaceError, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Owner of a new node.
@@ -231,6 +231,67 @@ pub enum Delta {
         /// Proposal time.
         time: Timestamp,
     },
+    /// Records where the fragments of chunks of erasure-coded pools are, then applies `delta`
+    /// (the composition that references them): one log entry, so a chunk referenced by an
+    /// acknowledged write always has its placement in the log. The outcome is `delta`'s; the
+    /// placements are recorded even when `delta` is refused (the chunks are stored either way).
+    Placed {
+        /// One record per newly stored chunk (at most [`PLACEMENTS_PER_DELTA_MAX`]).
+        placements: Vec<ChunkPlacement>,
+        /// The delta that references the chunks (never itself `Placed`).
+        delta: Box<Delta>,
+    },
+    /// Records new placements of chunks whose fragments a rebuild or scrub moved.
+    RecordPlacement {
+        /// The new records (at most [`PLACEMENTS_PER_DELTA_MAX`]); each replaces the chunk's
+        /// earlier one.
+        placements: Vec<ChunkPlacement>,
+    },
+}
+
+/// Placement records one delta may carry: one per chunk of a maximal composition.
+pub const PLACEMENTS_PER_DELTA_MAX: usize = kiseki_types::limits::DELTA_EXTENTS_MAX;
+/// Fragments one placement record may name (the chunk crate's `FRAGMENTS_MAX`).
+pub const PLACEMENT_FRAGMENTS_MAX: usize = 32;
+/// Bytes of a pool name in a placement record.
+pub const PLACEMENT_POOL_NAME_BYTES_MAX: usize = 64;
+
+/// Where the fragments of one chunk of an erasure-coded pool are: a compact record (device ids,
+/// not paths) of bounded size (at most [`PLACEMENT_FRAGMENTS_MAX`] fragments and a pool name of
+/// at most [`PLACEMENT_POOL_NAME_BYTES_MAX`] bytes, so under 600 bytes encoded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlacement {
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The erasure-coded pool holding its fragments.
+    pub pool: String,
+    /// The profile: `k` data fragments (1 for whole copies) ...
+    pub data_fragments: u8,
+    /// ... and `m` parity fragments (for copies: copies − 1).
+    pub parity_fragments: u8,
+    /// Whether the fragments are whole copies (`replicate: N`) rather than Reed-Solomon.
+    pub replicated: bool,
+    /// The encoding's generation (from the fragment headers).
+    pub generation: u64,
+    /// The device of fragment `i`, in fragment order.
+    pub fragments: Vec<FragmentSite>,
+}
+
+/// One fragment's device: the node and the device's id within its pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentSite {
+    /// The node the device belongs to.
+    pub node: u64,
+    /// The device id (a stable hash of the device's name; see `kiseki_chunk::DeviceId`).
+    pub device: u32,
+}
+
+impl ChunkPlacement {
+    /// Whether the record is within its bounds (checked before it is proposed and applied).
+    pub fn is_bounded(&self) -> bool {
+        self.fragments.len() <= PLACEMENT_FRAGMENTS_MAX
+            && self.pool.len() <= PLACEMENT_POOL_NAME_BYTES_MAX
+    }
 }
 
 /// The naming and metadata of an object write (S3), shared by `PutObject` and `CreateUpload`.
@@ -267,3 +328,61 @@ pub struct Applied {
 /// The outcome of applying a delta: a delta that is committed but invalid against the state
 /// (a name that exists, a directory not empty) is an error outcome, decided in log order.
 pub type DeltaOutcome = Result<Applied, NamespaceError>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn placement(fragments: usize) -> ChunkPlacement {
+        ChunkPlacement {
+            chunk: ChunkId([7; 32]),
+            pool: "bulk".into(),
+            data_fragments: 8,
+            parity_fragments: 3,
+            replicated: false,
+            generation: u64::MAX,
+            fragments: (0..fragments as u64)
+                .map(|node| FragmentSite {
+                    node,
+                    device: u32::MAX,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn placement_deltas_round_trip_and_stay_small() {
+        let inner = Delta::Truncate {
+            inode: InodeId(9),
+            size: 1,
+            time: Timestamp(2),
+        };
+        for delta in [
+            Delta::Placed {
+                placements: vec![placement(11), placement(3)],
+                delta: Box::new(inner.clone()),
+            },
+            Delta::RecordPlacement {
+                placements: vec![placement(11)],
+            },
+        ] {
+            let bytes = bincode::serde::encode_to_vec(&delta, bincode::config::standard()).unwrap();
+            let (back, _): (Delta, _) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            assert_eq!(back, delta);
+        }
+        // The largest bounded record stays well under a kilobyte.
+        let mut largest = placement(PLACEMENT_FRAGMENTS_MAX);
+        largest.pool = "p".repeat(PLACEMENT_POOL_NAME_BYTES_MAX);
+        assert!(largest.is_bounded());
+        let bytes = bincode::serde::encode_to_vec(&largest, bincode::config::standard()).unwrap();
+        assert!(bytes.len() < 600, "{}", bytes.len());
+        // A typical 4+2 record over small node numbers is about 100 bytes.
+        let typical =
+            bincode::serde::encode_to_vec(placement(6), bincode::config::standard()).unwrap();
+        assert!(typical.len() <= 110, "{}", typical.len());
+        largest.fragments.push(FragmentSite { node: 0, device: 0 });
+        assert!(!largest.is_bounded());
+    }
+}

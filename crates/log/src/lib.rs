@@ -48,6 +48,7 @@ mod batch;
 mod batcher;
 mod cluster;
 mod codec;
+mod dedupe;
 mod delta;
 mod error;
 mod log_store;
@@ -65,8 +66,11 @@ pub use cluster::{
     ClusterLayout, MembershipChange, PeerCall, ShardTransport, TransportError, TransportFuture,
     PEER_PAYLOAD_BYTES_MAX,
 };
+pub use dedupe::{ProposalTag, ProposerId, DEDUPE_ENTRIES_PER_PROPOSER_MAX, DEDUPE_PROPOSERS_MAX};
 pub use delta::{
-    Applied, AttrChanges, Delta, DeltaOutcome, NewNode, ObjectWrite, Owner, PutCondition,
+    Applied, AttrChanges, ChunkPlacement, Delta, DeltaOutcome, FragmentSite, NewNode, ObjectWrite,
+    Owner, PutCondition, PLACEMENTS_PER_DELTA_MAX, PLACEMENT_FRAGMENTS_MAX,
+    PLACEMENT_POOL_NAME_BYTES_MAX,
 };
 pub use error::LogError;
 pub use log_store::{LogReader, LogStore};

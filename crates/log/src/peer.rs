@@ -2,9 +2,12 @@
 //! changes, joining the group at open, and serving peers' calls ([`ShardPeer`]).
 //!
 //! Every wait here is bounded ([`CLUSTER_WAIT`]); a call that cannot reach a quorum fails with
-//! [`LogError::NoQuorum`] instead of hanging. Forwarded proposals are retried only when the peer
-//! refused them as not leading or could not be reached, so a delta is never proposed twice by
-//! this code after a peer may have taken it (a timed-out forward is reported, not retried).
+//! [`LogError::NoQuorum`] instead of hanging. Every proposal carries one exactly-once tag
+//! (`dedupe`) on all its attempts, so it is re-sent when the leader refused it as not leading,
+//! could not be reached, or the call broke or timed out after the leader may have taken it (at
+//! most [`PROPOSE_RESENDS_MAX`] such re-sends, each attempt bounded by
+//! [`PROPOSE_ATTEMPT_WAIT`], all within [`CLUSTER_WAIT`]): the state machine applies a tag once
+//! and answers a second copy with the first one's outcome, which is what the caller gets.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -20,10 +23,14 @@ use tokio::sync::oneshot;
 use crate::batcher::Proposal;
 use crate::cluster::{decode, encode, MembershipChange, PeerCall, Refusal, TransportError};
 use crate::shard_log::Core;
-use crate::{Delta, DeltaOutcome, LogError, TypeConfig};
+use crate::{Delta, DeltaOutcome, LogError, ProposalTag, TypeConfig};
 
 /// Longest a proposal, read barrier or membership change waits for a leader and a quorum.
 pub const CLUSTER_WAIT: Duration = Duration::from_secs(8);
+/// Most re-sends of a forwarded proposal after a call that broke or timed out.
+pub const PROPOSE_RESENDS_MAX: u32 = 4;
+/// Longest one forwarded proposal attempt waits for the leader's answer before re-sending.
+pub const PROPOSE_ATTEMPT_WAIT: Duration = Duration::from_secs(3);
 /// Most attempts (leader lookups) per cluster call.
 const ATTEMPTS_MAX: u32 = 64;
 /// Longest pause between attempts while an election runs.
@@ -42,41 +49,59 @@ enum Attempt<T> {
 impl Core {
     /// Proposes `delta` wherever the leader is (see [`crate::ShardLog::propose`]).
     pub(crate) async fn propose(&self, delta: Delta) -> Result<DeltaOutcome, LogError> {
-        if self.cluster.is_none() {
+        let Some(proposer) = &self.proposer else {
             return self
-                .propose_local(delta, None)
+                .propose_local(delta, None, None)
                 .await
                 .map(|(_, outcome)| outcome);
+        };
+        // Held until the answer: while it lives, the tag's outcome stays in the dedupe table.
+        let ticket = proposer
+            .begin()
+            .await
+            .ok_or_else(|| self.errors.stopped())?;
+        let tag = ticket.tag;
+        let payload = encode(&(&delta, Some(tag))).map_err(|message| self.errors.raft(message))?;
+        let result = self
+            .routed(
+                PeerCall::Propose,
+                payload,
+                |core, remaining| {
+                    let delta = delta.clone();
+                    async move { core.propose_here(delta, tag, remaining).await }
+                },
+                |core, reply, remaining| async move {
+                    let (index, outcome): (u64, DeltaOutcome) = reply;
+                    core.wait_applied(index, remaining).await?;
+                    Ok(outcome)
+                },
+            )
+            .await;
+        drop(ticket);
+        result
+    }
+
+    /// One attempt at proposing on this node while it believes it leads.
+    async fn propose_here(
+        &self,
+        delta: Delta,
+        tag: ProposalTag,
+        remaining: Duration,
+    ) -> Result<Attempt<DeltaOutcome>, LogError> {
+        match self.propose_local(delta, Some(tag), Some(remaining)).await {
+            Ok((_, outcome)) => Ok(Attempt::Done(outcome)),
+            Err(LogError::NotLeader { leader, .. }) => {
+                Ok(Attempt::Retry(format!("leadership moved to {leader:?}")))
+            }
+            Err(error) => Err(error),
         }
-        let payload = encode(&delta).map_err(|message| self.errors.raft(message))?;
-        self.routed(
-            PeerCall::Propose,
-            payload,
-            |core, remaining| {
-                let delta = delta.clone();
-                async move {
-                    match core.propose_local(delta, Some(remaining)).await {
-                        Ok((_, outcome)) => Ok(Attempt::Done(outcome)),
-                        Err(LogError::NotLeader { leader, .. }) => {
-                            Ok(Attempt::Retry(format!("leadership moved to {leader:?}")))
-                        }
-                        Err(error) => Err(error),
-                    }
-                }
-            },
-            |core, reply, remaining| async move {
-                let (index, outcome): (u64, DeltaOutcome) = reply;
-                core.wait_applied(index, remaining).await?;
-                Ok(outcome)
-            },
-        )
-        .await
     }
 
     /// Proposes through this node's batcher (it must lead), bounded by `wait` when given.
     pub(crate) async fn propose_local(
         &self,
         delta: Delta,
+        tag: Option<ProposalTag>,
         wait: Option<Duration>,
     ) -> Result<(u64, DeltaOutcome), LogError> {
         let work = async {
@@ -87,7 +112,7 @@ impl Core {
                 .map_err(|_| self.errors.stopped())?;
             let (reply, outcome) = oneshot::channel();
             self.proposals
-                .send(Proposal { delta, reply })
+                .send(Proposal { delta, tag, reply })
                 .await
                 .map_err(|_| self.errors.stopped())?;
             outcome.await.map_err(|_| self.errors.stopped())?
@@ -169,6 +194,7 @@ impl Core {
         };
         let started = Instant::now();
         let mut last = String::from("no leader known");
+        let mut resends = 0u32;
         for attempt in 0..ATTEMPTS_MAX {
             let remaining = CLUSTER_WAIT.saturating_sub(started.elapsed());
             if remaining.is_zero() {
@@ -181,9 +207,16 @@ impl Core {
                     Attempt::Retry(why) => last = why,
                 },
                 Some(leader) => {
+                    // A proposal's attempt is shorter than the whole wait, so that one lost
+                    // answer leaves time to re-send it.
+                    let attempt_wait = if call == PeerCall::Propose {
+                        remaining.min(PROPOSE_ATTEMPT_WAIT)
+                    } else {
+                        remaining
+                    };
                     let reply = cluster
                         .transport
-                        .call(leader, self.shard, call, payload.clone(), remaining)
+                        .call(leader, self.shard, call, payload.clone(), attempt_wait)
                         .await;
                     match reply {
                         Ok(bytes) => {
@@ -207,8 +240,15 @@ impl Core {
                         }
                         Err(error @ TransportError::Unreachable { .. }) => last = error.to_string(),
                         Err(error @ TransportError::Failed { .. }) => {
+                            // The leader may have taken the proposal: re-sending it is safe
+                            // (same tag), but only a bounded number of times.
                             if call == PeerCall::Propose {
-                                return Err(self.peer_error(leader, &error.to_string()));
+                                if resends >= PROPOSE_RESENDS_MAX {
+                                    return Err(self.peer_error(leader, &error.to_string()));
+                                }
+                                resends += 1;
+                                tracing::debug!(shard = %self.shard, leader, resends, %error,
+                                    "re-sending a forwarded proposal");
                             }
                             last = error.to_string();
                         }
@@ -455,8 +495,8 @@ impl ShardPeer {
                 encode(&core.raft.install_snapshot(request).await)
             }
             PeerCall::Propose => {
-                let delta: Delta = decode(payload).map_err(bad)?;
-                let result = match core.propose_local(delta, Some(CLUSTER_WAIT)).await {
+                let (delta, tag): (Delta, Option<ProposalTag>) = decode(payload).map_err(bad)?;
+                let result = match core.propose_local(delta, tag, Some(CLUSTER_WAIT)).await {
                     Ok(applied) => Ok(applied),
                     Err(LogError::NotLeader { leader, .. }) => Err(Refusal::NotLeader(leader)),
                     Err(error) => Err(Refusal::Failed(error.to_string())),

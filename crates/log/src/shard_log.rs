@@ -12,6 +12,7 @@ use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::batcher::{self, Proposal};
+use crate::dedupe::Proposer;
 use crate::error::ErrorContext;
 use crate::log_store::{LogStore, StorageFailure};
 use crate::metrics::LogCounters;
@@ -68,6 +69,8 @@ pub(crate) struct Core {
     pub(crate) inflight: Arc<Semaphore>,
     pub(crate) errors: ErrorContext,
     pub(crate) cluster: Option<ClusterLayout>,
+    /// Tags this node's proposals (cluster shards only: a single node never re-sends).
+    pub(crate) proposer: Option<Proposer>,
 }
 
 impl ShardLog {
@@ -179,6 +182,7 @@ impl ShardLog {
                 proposals,
                 inflight: Arc::new(Semaphore::new(options.proposals_inflight_max.max(1))),
                 errors,
+                proposer: cluster.as_ref().map(|layout| Proposer::new(layout.node_id)),
                 cluster,
             }),
             batcher,

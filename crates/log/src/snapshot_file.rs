@@ -2,8 +2,9 @@
 //!
 //! Layout (little endian): magic `KSKSNAP1` | format version u8 | header length u32 | header
 //! (bincode 2: last applied log id, last membership, snapshot id) | state length u64 | state bytes
-//! (`ShardState::encode_snapshot`) | crc32c u32 of everything before it. The same bytes are the
-//! snapshot data openraft ships to followers.
+//! (`ShardState::encode_snapshot`) | (version 2 only) dedupe length u64 | dedupe table (bincode 2,
+//! see `dedupe`) | crc32c u32 of everything before it. Version 1 (no dedupe table) is still read,
+//! as an empty table. The same bytes are the snapshot data openraft ships to followers.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use crate::type_config::LogId;
 
 const MAGIC: &[u8; 8] = b"KSKSNAP1";
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 const FILE_NAME: &str = "snapshot.bin";
 const TEMP_PREFIX: &str = "snapshot.tmp-";
 
@@ -37,25 +39,36 @@ impl SnapshotHeader {
     }
 }
 
+/// The parts of a snapshot image.
+pub(crate) struct SnapshotParts<'a> {
+    pub(crate) header: SnapshotHeader,
+    pub(crate) state: &'a [u8],
+    /// The encoded dedupe table (empty in a version-1 image).
+    pub(crate) dedupe: &'a [u8],
+}
+
 /// Encodes a snapshot file image.
-pub(crate) fn encode(header: &SnapshotHeader, state: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn encode(header: &SnapshotHeader, state: &[u8], dedupe: &[u8]) -> io::Result<Vec<u8>> {
     let header_bytes = bincode::serde::encode_to_vec(header, bincode::config::standard())
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let header_len = u32::try_from(header_bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "snapshot header too large"))?;
-    let mut image = Vec::with_capacity(8 + 1 + 4 + header_bytes.len() + 8 + state.len() + 4);
+    let capacity = 8 + 1 + 4 + header_bytes.len() + 8 + state.len() + 8 + dedupe.len() + 4;
+    let mut image = Vec::with_capacity(capacity);
     image.extend_from_slice(MAGIC);
-    image.push(FORMAT_V1);
+    image.push(FORMAT_V2);
     image.extend_from_slice(&header_len.to_le_bytes());
     image.extend_from_slice(&header_bytes);
     image.extend_from_slice(&(state.len() as u64).to_le_bytes());
     image.extend_from_slice(state);
+    image.extend_from_slice(&(dedupe.len() as u64).to_le_bytes());
+    image.extend_from_slice(dedupe);
     image.extend_from_slice(&crc32c::crc32c(&image).to_le_bytes());
     Ok(image)
 }
 
-/// Decodes and verifies a snapshot file image; returns the header and the state bytes.
-pub(crate) fn decode(image: &[u8]) -> io::Result<(SnapshotHeader, &[u8])> {
+/// Decodes and verifies a snapshot file image.
+pub(crate) fn decode(image: &[u8]) -> io::Result<SnapshotParts<'_>> {
     let (body, crc) = image
         .split_last_chunk::<4>()
         .ok_or_else(|| corrupt("snapshot shorter than its checksum"))?;
@@ -68,7 +81,7 @@ pub(crate) fn decode(image: &[u8]) -> io::Result<(SnapshotHeader, &[u8])> {
     let (&version, rest) = rest
         .split_first()
         .ok_or_else(|| corrupt("snapshot truncated"))?;
-    if version != FORMAT_V1 {
+    if version != FORMAT_V1 && version != FORMAT_V2 {
         return Err(corrupt(&format!(
             "unsupported snapshot format version {version}"
         )));
@@ -83,13 +96,35 @@ pub(crate) fn decode(image: &[u8]) -> io::Result<(SnapshotHeader, &[u8])> {
     let (header, _): (SnapshotHeader, usize) =
         bincode::serde::decode_from_slice(header_bytes, bincode::config::standard())
             .map_err(|error| corrupt(&error.to_string()))?;
-    let (state_len, state) = rest
-        .split_first_chunk::<8>()
-        .ok_or_else(|| corrupt("truncated"))?;
-    if u64::from_le_bytes(*state_len) != state.len() as u64 {
+    let (state, rest) = length_prefixed(rest)?;
+    let dedupe = if version == FORMAT_V1 {
+        rest
+    } else {
+        let (dedupe, rest) = length_prefixed(rest)?;
+        if !rest.is_empty() {
+            return Err(corrupt("trailing bytes in snapshot"));
+        }
+        dedupe
+    };
+    if version == FORMAT_V1 && !dedupe.is_empty() {
         return Err(corrupt("snapshot state length mismatch"));
     }
-    Ok((header, state))
+    Ok(SnapshotParts {
+        header,
+        state,
+        dedupe,
+    })
+}
+
+/// Splits `length u64 | bytes` off the front of `bytes`.
+fn length_prefixed(bytes: &[u8]) -> io::Result<(&[u8], &[u8])> {
+    let (len, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("snapshot truncated"))?;
+    usize::try_from(u64::from_le_bytes(*len))
+        .ok()
+        .and_then(|len| rest.split_at_checked(len))
+        .ok_or_else(|| corrupt("snapshot length mismatch"))
 }
 
 fn corrupt(message: &str) -> io::Error {
@@ -159,12 +194,38 @@ mod tests {
             membership: StoredMembership::default(),
             snapshot_id: "0-1".to_string(),
         };
-        let image = encode(&header, b"state").unwrap();
-        let (back, state) = decode(&image).unwrap();
-        assert_eq!((back, state), (header, b"state".as_slice()));
+        let image = encode(&header, b"state", b"dedupe").unwrap();
+        let parts = decode(&image).unwrap();
+        assert_eq!(
+            (parts.header, parts.state, parts.dedupe),
+            (header.clone(), b"state".as_slice(), b"dedupe".as_slice())
+        );
         let mut flipped = image.clone();
         flipped[10] ^= 0x40;
         assert!(decode(&flipped).is_err());
         assert!(decode(&image[..image.len() - 1]).is_err());
+    }
+
+    /// A version-1 image (no dedupe table) still reads, with an empty table.
+    #[test]
+    fn version_1_images_are_read() {
+        let header = SnapshotHeader {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            snapshot_id: "0-2".to_string(),
+        };
+        let header_bytes =
+            bincode::serde::encode_to_vec(&header, bincode::config::standard()).unwrap();
+        let mut image = MAGIC.to_vec();
+        image.push(FORMAT_V1);
+        image.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
+        image.extend_from_slice(&header_bytes);
+        image.extend_from_slice(&5u64.to_le_bytes());
+        image.extend_from_slice(b"state");
+        image.extend_from_slice(&crc32c::crc32c(&image).to_le_bytes());
+        let parts = decode(&image).unwrap();
+        assert_eq!(parts.header, header);
+        assert_eq!(parts.state, b"state");
+        assert!(parts.dedupe.is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! The state-machine side of a shard (openraft storage-v2 `RaftStateMachine`): applies committed
 //! batches to the shared [`ShardState`] and persists snapshots of it. The state itself is kept in
-//! memory; the snapshot file plus the log after it rebuild it on restart.
+//! memory; the snapshot file plus the log after it rebuild it on restart. Tagged deltas go
+//! through the shard's dedupe table first (kept here, snapshotted beside the state), so each
+//! tag is applied at most once.
 
 use std::io::{self, Cursor};
 use std::path::Path;
@@ -12,9 +14,10 @@ use openraft::{
     BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
 
+use crate::dedupe::DedupeTable;
 use crate::snapshot_file::{self, SnapshotFile, SnapshotHeader};
 use crate::type_config::{Entry, LogId, StorageError};
-use crate::{BatchOutcome, ShardState, TypeConfig};
+use crate::{BatchOutcome, DeltaBatch, ShardState, TypeConfig};
 
 /// Applies a shard's log to its state and keeps its snapshot.
 pub struct StateMachineStore<S: ShardState> {
@@ -22,6 +25,7 @@ pub struct StateMachineStore<S: ShardState> {
     last_applied: Option<LogId>,
     membership: StoredMembership<u64, BasicNode>,
     file: SnapshotFile,
+    dedupe: DedupeTable,
 }
 
 impl<S: ShardState> StateMachineStore<S> {
@@ -35,6 +39,7 @@ impl<S: ShardState> StateMachineStore<S> {
             last_applied: None,
             membership: StoredMembership::default(),
             file,
+            dedupe: DedupeTable::default(),
         };
         match store.file.read()? {
             Some(image) => store.restore(&image)?,
@@ -49,11 +54,15 @@ impl<S: ShardState> StateMachineStore<S> {
 
     /// Replaces the state with a snapshot image.
     fn restore(&mut self, image: &[u8]) -> io::Result<()> {
-        let (header, state_bytes) = snapshot_file::decode(image)?;
+        let parts = snapshot_file::decode(image)?;
+        let header = parts.header;
+        let dedupe = DedupeTable::decode(parts.dedupe)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state
-            .restore_snapshot(state_bytes)
+            .restore_snapshot(parts.state)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        self.dedupe = dedupe;
         self.last_applied = header.last_applied;
         self.membership = header.membership.clone();
         tracing::info!(last_applied = ?header.last_applied, "restored shard state from snapshot");
@@ -66,6 +75,7 @@ pub struct SnapshotBuilder {
     file: SnapshotFile,
     header: SnapshotHeader,
     state_bytes: Vec<u8>,
+    dedupe_bytes: Result<Vec<u8>, String>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -73,8 +83,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = self.header.meta();
         let write_error =
             |error: &io::Error| StorageIOError::write_snapshot(Some(meta.signature()), error);
-        let image =
-            snapshot_file::encode(&self.header, &self.state_bytes).map_err(|e| write_error(&e))?;
+        let dedupe = self
+            .dedupe_bytes
+            .as_deref()
+            .map_err(|message| write_error(&io::Error::other(message.clone())))?;
+        let image = snapshot_file::encode(&self.header, &self.state_bytes, dedupe)
+            .map_err(|e| write_error(&e))?;
         let (file, id, image) = (self.file.clone(), self.header.snapshot_id.clone(), image);
         let image = tokio::task::spawn_blocking(move || file.write(&image, &id).map(|()| image))
             .await
@@ -109,12 +123,7 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => {
-                    let index = entry.log_id.index;
-                    batch
-                        .deltas
-                        .iter()
-                        .map(|delta| state.apply(index, delta))
-                        .collect()
+                    apply_batch(&mut *state, &mut self.dedupe, entry.log_id.index, &batch)
                 }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -133,6 +142,7 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .encode_snapshot();
+        let dedupe_bytes = self.dedupe.encode();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -147,6 +157,7 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             file: self.file.clone(),
             header,
             state_bytes,
+            dedupe_bytes,
         }
     }
 
@@ -162,7 +173,7 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let error =
             |error: &io::Error| StorageIOError::write_snapshot(Some(meta.signature()), error);
         let image = snapshot.into_inner();
-        let (header, _) = snapshot_file::decode(&image).map_err(|e| error(&e))?;
+        let header = snapshot_file::decode(&image).map_err(|e| error(&e))?.header;
         if header.meta() != *meta {
             let mismatch = io::Error::new(io::ErrorKind::InvalidData, "snapshot meta mismatch");
             return Err(error(&mismatch).into());
@@ -181,10 +192,41 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let Some(image) = self.file.read().map_err(|e| read_error(&e))? else {
             return Ok(None);
         };
-        let (header, _) = snapshot_file::decode(&image).map_err(|e| read_error(&e))?;
+        let header = snapshot_file::decode(&image)
+            .map_err(|e| read_error(&e))?
+            .header;
         Ok(Some(Snapshot {
             meta: header.meta(),
             snapshot: Box::new(Cursor::new(image)),
         }))
     }
+}
+
+/// Applies one batch of entry `index`: an untagged delta always, a tagged one unless the dedupe
+/// table knows its tag (then the recorded outcome stands for it).
+fn apply_batch<S: ShardState>(
+    state: &mut S,
+    dedupe: &mut DedupeTable,
+    index: u64,
+    batch: &DeltaBatch,
+) -> BatchOutcome {
+    let mut outcomes = Vec::with_capacity(batch.deltas.len());
+    for (position, delta) in batch.deltas.iter().enumerate() {
+        let outcome = match batch.tag(position) {
+            None => state.apply(index, delta),
+            Some(tag) => match dedupe.check(&tag, index) {
+                Some(outcome) => {
+                    tracing::debug!(?tag, index, "duplicate proposal not applied again");
+                    outcome
+                }
+                None => {
+                    let outcome = state.apply(index, delta);
+                    dedupe.record(&tag, &outcome);
+                    outcome
+                }
+            },
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
 }

@@ -1,8 +1,9 @@
 //! Shard groups over several nodes, in one process: three `ShardLog`s talk through an in-memory
 //! transport that calls the peers' `ShardPeer::handle` (the same entry point the server's gRPC
 //! service uses) and can cut nodes off. Checks forwarding with read-your-writes, linearizable
-//! read barriers, catch-up of a cut-off node through snapshot install after compaction, and a
-//! bounded `NoQuorum` failure.
+//! read barriers, catch-up of a cut-off node through snapshot install after compaction, a
+//! bounded `NoQuorum` failure, and exactly-once forwarding when the transport loses a forwarded
+//! proposal or the leader's answer to it (the delta is counted in the state).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +29,21 @@ const SHARD: ShardId = ShardId {
 struct Net {
     peers: Mutex<HashMap<u64, ShardPeer>>,
     down: Mutex<BTreeSet<u64>>,
+    /// Faults to inject into the next forwarded proposals, in order.
+    faults: Mutex<Vec<Fault>>,
+    /// Payloads of the proposals a fault hit.
+    faulted: Mutex<Vec<Vec<u8>>>,
+}
+
+/// A broken connection around a forwarded proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The request never reaches the leader.
+    DropRequest,
+    /// The leader takes (and commits) the proposal, but its answer is lost.
+    DropResponse,
+    /// The leader takes the proposal, but its answer comes after the caller's timeout.
+    SlowResponse,
 }
 
 struct LocalTransport {
@@ -57,7 +73,35 @@ impl ShardTransport for LocalTransport {
             }
             let peer = self.net.peers.lock().unwrap().get(&target).cloned();
             let peer = peer.ok_or_else(|| unreachable("not open"))?;
-            match tokio::time::timeout(timeout, peer.handle(call, &payload)).await {
+            let fault = if call == PeerCall::Propose {
+                let mut faults = self.net.faults.lock().unwrap();
+                (!faults.is_empty()).then(|| faults.remove(0))
+            } else {
+                None
+            };
+            let broken = TransportError::Failed {
+                node: target,
+                message: "connection reset".into(),
+            };
+            if let Some(fault) = fault {
+                self.net.faulted.lock().unwrap().push(payload.clone());
+                if fault == Fault::DropRequest {
+                    return Err(broken);
+                }
+            }
+            let reply = tokio::time::timeout(timeout, peer.handle(call, &payload)).await;
+            match fault {
+                Some(Fault::DropResponse) => return Err(broken),
+                Some(Fault::SlowResponse) => {
+                    tokio::time::sleep(timeout).await;
+                    return Err(TransportError::Failed {
+                        node: target,
+                        message: "timeout".into(),
+                    });
+                }
+                _ => {}
+            }
+            match reply {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(error)) => Err(TransportError::Failed {
                     node: target,
@@ -75,7 +119,7 @@ impl ShardTransport for LocalTransport {
 struct Node {
     log: ShardLog,
     state: Arc<RwLock<NamesState>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start(options: ShardLogOptions) -> (Arc<Net>, Vec<Node>) {
@@ -83,28 +127,33 @@ async fn start(options: ShardLogOptions) -> (Arc<Net>, Vec<Node>) {
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
         let dir = tempfile::tempdir().unwrap();
-        let state = Arc::new(RwLock::new(NamesState::default()));
-        let layout = ClusterLayout {
-            node_id: id,
-            nodes: vec![1, 2, 3],
-            replicas: 3,
-            transport: Arc::new(LocalTransport {
-                from: id,
-                net: Arc::clone(&net),
-            }),
-        };
-        let log =
-            ShardLog::open_in_cluster(dir.path(), SHARD, state.clone(), options.clone(), layout)
-                .await
-                .unwrap();
-        net.peers.lock().unwrap().insert(id, log.peer());
-        nodes.push(Node {
-            log,
-            state,
-            _dir: dir,
-        });
+        nodes.push(open_node(&net, id, dir, &options).await);
     }
     (net, nodes)
+}
+
+/// Opens node `id`'s copy of the shard in `dir` (new or left by an earlier run).
+async fn open_node(
+    net: &Arc<Net>,
+    id: u64,
+    dir: tempfile::TempDir,
+    options: &ShardLogOptions,
+) -> Node {
+    let state = Arc::new(RwLock::new(NamesState::default()));
+    let layout = ClusterLayout {
+        node_id: id,
+        nodes: vec![1, 2, 3],
+        replicas: 3,
+        transport: Arc::new(LocalTransport {
+            from: id,
+            net: Arc::clone(net),
+        }),
+    };
+    let log = ShardLog::open_in_cluster(dir.path(), SHARD, state.clone(), options.clone(), layout)
+        .await
+        .unwrap();
+    net.peers.lock().unwrap().insert(id, log.peer());
+    Node { log, state, dir }
 }
 
 async fn stop(nodes: Vec<Node>) {
@@ -283,11 +332,7 @@ async fn the_group_forms_without_its_first_replica() {
         .await
         .unwrap();
         net.peers.lock().unwrap().insert(id, log.peer());
-        nodes.push(Node {
-            log,
-            state,
-            _dir: dir,
-        });
+        nodes.push(Node { log, state, dir });
     }
     nodes[0]
         .log
@@ -297,5 +342,156 @@ async fn the_group_forms_without_its_first_replica() {
         .unwrap();
     nodes[1].log.peer().read_barrier().await.unwrap();
     assert!(names(&nodes[1]).contains("without-2"));
+    stop(nodes).await;
+}
+
+/// Deltas the node's state has applied (every application counts, refused ones too).
+fn applied(node: &Node) -> u64 {
+    node.state.read().unwrap().applied
+}
+
+/// Index of the leader among `nodes`.
+fn leader_of(nodes: &[Node]) -> usize {
+    nodes
+        .iter()
+        .position(|node| node.log.metrics().is_leader)
+        .unwrap()
+}
+
+/// The peer handle of the node `asked` (an index) believes leads.
+fn leader_peer(net: &Net, nodes: &[Node], asked: usize) -> ShardPeer {
+    let leader = nodes[asked].log.peer().leader().unwrap();
+    net.peers.lock().unwrap()[&leader].clone()
+}
+
+async fn settle(nodes: &[Node]) {
+    for node in nodes {
+        node.log.peer().read_barrier().await.unwrap();
+    }
+}
+
+/// A follower's forwarded exclusive create whose answer (or request) the transport loses, or
+/// whose answer comes too late: the follower re-sends it under the same tag, reports success
+/// exactly once, and every replica applies it exactly once (a second application would count
+/// and answer `AlreadyExists`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_forward_is_resent_and_applied_once() {
+    let (net, nodes) = start(ShardLogOptions::default()).await;
+    nodes[0].log.propose(create("warm")).await.unwrap().unwrap();
+    settle(&nodes).await;
+    let follower = (leader_of(&nodes) + 1) % 3;
+    let faults = [
+        Fault::DropResponse,
+        Fault::DropRequest,
+        Fault::SlowResponse,
+        Fault::DropResponse,
+    ];
+    for (round, fault) in faults.into_iter().enumerate() {
+        let before: Vec<u64> = nodes.iter().map(applied).collect();
+        net.faults.lock().unwrap().push(fault);
+        let name = format!("once-{round}");
+        let outcome = nodes[follower].log.propose(create(&name)).await.unwrap();
+        assert!(outcome.is_ok(), "{fault:?}: {outcome:?}");
+        assert!(
+            net.faults.lock().unwrap().is_empty(),
+            "{fault:?} not injected"
+        );
+        assert!(names(&nodes[follower]).contains(&name));
+        settle(&nodes).await;
+        for (node, before) in nodes.iter().zip(before) {
+            assert_eq!(
+                applied(node),
+                before + 1,
+                "{fault:?}: applied more than once"
+            );
+        }
+    }
+    assert_eq!(net.faulted.lock().unwrap().len(), faults.len());
+    stop(nodes).await;
+}
+
+/// The dedupe table is part of the replicated state: it survives snapshot install on a node
+/// that missed the entries, compaction, and a restart of every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dedupe_table_survives_snapshots_and_restarts() {
+    let options = ShardLogOptions {
+        entries_per_snapshot: 5,
+        entries_kept_after_snapshot: 1,
+        ..ShardLogOptions::default()
+    };
+    let (net, mut nodes) = start(options.clone()).await;
+    nodes[0].log.propose(create("warm")).await.unwrap().unwrap();
+    settle(&nodes).await;
+    let leader = leader_of(&nodes);
+    let follower = (leader + 1) % 3;
+    let lagging = (leader + 2) % 3;
+    net.down.lock().unwrap().insert(lagging as u64 + 1);
+    net.faults.lock().unwrap().push(Fault::DropResponse);
+    nodes[follower]
+        .log
+        .propose(create("tagged"))
+        .await
+        .unwrap()
+        .unwrap();
+    let payload = net.faulted.lock().unwrap().pop().unwrap();
+    // Later writes come from the leader, so the follower's record keeps the tag's outcome.
+    for i in 0..12 {
+        let name = format!("later-{i}");
+        nodes[leader]
+            .log
+            .propose(create(&name))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    nodes[follower].log.peer().read_barrier().await.unwrap();
+    assert!(nodes[follower].log.metrics().purged_index.is_some());
+    // The leader leaves, the lagging node returns and gets a snapshot from the follower.
+    {
+        let mut down = net.down.lock().unwrap();
+        down.clear();
+        down.insert(leader as u64 + 1);
+    }
+    nodes[lagging].log.peer().read_barrier().await.unwrap();
+    assert!(nodes[lagging].log.metrics().snapshot_index.is_some());
+    let expected = applied(&nodes[follower]);
+    assert_eq!(applied(&nodes[lagging]), expected);
+    // A late copy of the tagged proposal, straight to the new leader (one of the two left).
+    leader_peer(&net, &nodes, lagging)
+        .handle(PeerCall::Propose, &payload)
+        .await
+        .unwrap();
+    for index in [follower, lagging] {
+        nodes[index].log.peer().read_barrier().await.unwrap();
+        assert_eq!(applied(&nodes[index]), expected, "node {}", index + 1);
+    }
+    // Restart every node from its snapshot and log; the duplicate is still recognized.
+    net.down.lock().unwrap().clear();
+    settle(&nodes).await;
+    let counts: Vec<u64> = nodes.iter().map(applied).collect();
+    let mut restarted = Vec::new();
+    for (index, node) in nodes.drain(..).enumerate() {
+        net.peers.lock().unwrap().remove(&(index as u64 + 1));
+        node.log.shutdown().await;
+        restarted.push(node.dir);
+    }
+    for (index, dir) in restarted.into_iter().enumerate() {
+        nodes.push(open_node(&net, index as u64 + 1, dir, &options).await);
+    }
+    nodes[0]
+        .log
+        .propose(create("reopened"))
+        .await
+        .unwrap()
+        .unwrap();
+    settle(&nodes).await;
+    let counts: Vec<u64> = counts.iter().map(|count| count + 1).collect();
+    assert_eq!(nodes.iter().map(applied).collect::<Vec<_>>(), counts);
+    leader_peer(&net, &nodes, 0)
+        .handle(PeerCall::Propose, &payload)
+        .await
+        .unwrap();
+    settle(&nodes).await;
+    assert_eq!(nodes.iter().map(applied).collect::<Vec<_>>(), counts);
     stop(nodes).await;
 }

@@ -9,15 +9,16 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use kiseki_chunk::ChunkService;
+use kiseki_chunk::{ChunkService, PlacementJournal};
 use kiseki_crypto::KeySource;
 use kiseki_log::{ClusterLayout, ShardLog, ShardLogOptions, ShardPeer};
 use kiseki_types::limits::{CHUNK_SIZE_BYTES_DEFAULT, CHUNK_SIZE_BYTES_MAX, CHUNK_SIZE_BYTES_MIN};
 use kiseki_types::{ErrorKind, NamespaceError, ShardId, TenantId};
 
 use crate::error::{from_key_error, from_log_error};
+use crate::placements::{JournalCell, ViewBook, Views};
 use crate::{NamespaceView, TenantNamespace};
 
 /// How a server lays out namespaces.
@@ -51,6 +52,10 @@ pub struct Namespace {
     keys: Arc<dyn KeySource>,
     chunks: ChunkService,
     tenants: tokio::sync::Mutex<HashMap<TenantId, (Arc<TenantNamespace>, ShardPeer)>>,
+    /// The node's placement journal, once attached (see [`Self::use_placement_journal`]).
+    journal: JournalCell,
+    /// Every open tenant's view, for placement lookups from the chunk stores.
+    views: Views,
 }
 
 impl Namespace {
@@ -74,7 +79,17 @@ impl Namespace {
             keys,
             chunks,
             tenants: tokio::sync::Mutex::new(HashMap::new()),
+            journal: Arc::new(OnceLock::new()),
+            views: Arc::new(RwLock::new(HashMap::new())),
         })
+    }
+
+    /// Records chunk placements through `journal`: fresh layouts the chunk stores note go into
+    /// the delta of the composition that references them, and the stores look recorded
+    /// layouts up in the tenants' views. Call once, before serving (later calls are ignored).
+    pub fn use_placement_journal(&self, journal: Arc<PlacementJournal>) {
+        journal.set_book(Arc::new(ViewBook::new(Arc::clone(&self.views))));
+        let _ = self.journal.set(journal);
     }
 
     /// The namespace of `tenant`, opening its shard (and creating its keys) on first use. In a
@@ -141,6 +156,10 @@ impl Namespace {
         }
         .map_err(|error| from_log_error(error, &what))?;
         let peer = log.peer();
+        self.views
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(tenant, Arc::clone(&view));
         let namespace = Arc::new(TenantNamespace::new(
             tenant,
             view,
@@ -148,6 +167,7 @@ impl Namespace {
             keyring,
             self.chunks.clone(),
             self.config.chunk_size as usize,
+            Arc::clone(&self.journal),
         ));
         tenants.insert(tenant, (Arc::clone(&namespace), peer.clone()));
         Ok((namespace, peer))

@@ -24,6 +24,7 @@ pub struct TenantNamespace {
     keyring: Arc<TenantKeyring>,
     chunks: ChunkService,
     chunk_size: usize,
+    journal: crate::placements::JournalCell,
 }
 
 impl TenantNamespace {
@@ -34,6 +35,7 @@ impl TenantNamespace {
         keyring: Arc<TenantKeyring>,
         chunks: ChunkService,
         chunk_size: usize,
+        journal: crate::placements::JournalCell,
     ) -> Self {
         TenantNamespace {
             tenant,
@@ -42,7 +44,13 @@ impl TenantNamespace {
             keyring,
             chunks,
             chunk_size,
+            journal,
         }
+    }
+
+    /// The node's placement journal, if one is attached.
+    pub(crate) fn journal(&self) -> Option<&Arc<kiseki_chunk::PlacementJournal>> {
+        self.journal.get()
     }
 
     /// The tenant this namespace belongs to.
@@ -76,6 +84,26 @@ impl TenantNamespace {
         delta: Delta,
         what: &str,
     ) -> Result<InodeId, NamespaceError> {
+        // Placements of the chunks the delta references ride in the same log entry.
+        let (delta, taken) = self.with_placements(delta);
+        let applied = self.propose_outcome(delta, what).await;
+        if applied.is_err() {
+            self.untake_placements(taken);
+        }
+        applied?.inode.ok_or_else(|| {
+            NamespaceError::new(
+                ErrorKind::Unavailable,
+                format!("{what}: delta applied without a node"),
+            )
+        })
+    }
+
+    /// Proposes `delta` as is and returns what applying it produced.
+    pub(crate) async fn propose_outcome(
+        &self,
+        delta: Delta,
+        what: &str,
+    ) -> Result<kiseki_log::Applied, NamespaceError> {
         let log = self.log.read().await;
         let log = log.as_ref().ok_or_else(|| {
             NamespaceError::new(
@@ -87,12 +115,7 @@ impl TenantNamespace {
             .propose(delta)
             .await
             .map_err(|error| from_log_error(error, what))??;
-        applied.inode.ok_or_else(|| {
-            NamespaceError::new(
-                ErrorKind::Unavailable,
-                format!("{what}: delta applied without a node"),
-            )
-        })
+        Ok(applied)
     }
 
     pub(crate) async fn shutdown(&self) {

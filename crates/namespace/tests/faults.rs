@@ -4,6 +4,7 @@
 //! writes files from several tasks, printing `ACK <n>` after each write is acknowledged; the
 //! parent kills it with SIGKILL mid-stream, reopens the data directory and checks every
 //! acknowledged file byte for byte, and that every file that is visible at all is complete.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

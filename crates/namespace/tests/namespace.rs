@@ -1,5 +1,6 @@
 //! The namespace API over real shard logs, chunk store and keys: streaming writes and range
 //! reads, POSIX-style changes, restart, corruption and tenant isolation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

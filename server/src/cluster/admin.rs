@@ -1,5 +1,5 @@
 //! Cluster administration subcommands of `kiseki-server`: create the cluster CA, issue node
-//! certificates, change a shard group's membership through a running node.
+//! and native-client certificates, change a shard group's membership through a running node.
 //!
 //! Owns command-line handling only; the membership change itself runs on the node (and from
 //! there on the shard's leader).
@@ -51,6 +51,29 @@ pub enum CaCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Issue a native client's certificate for a tenant's workload (mutual TLS with
+    /// kiseki-client-fuse --cert/--key): URI SAN kiseki://tenant/<ID>/workload/<NAME>,
+    /// clientAuth only; written as client-tenant-<ID>-<NAME>.pem/.key in OUT.
+    #[command(after_help = "Example:\n  \
+        kiseki-server cluster-ca issue-client-cert --ca-dir /etc/kiseki/ca --tenant 1 \
+        --workload training --out /etc/kiseki/client")]
+    IssueClientCert {
+        /// Directory of the CA.
+        #[arg(long = "ca-dir", visible_alias = "dir", value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The tenant the client acts for.
+        #[arg(long, value_name = "ID")]
+        tenant: u64,
+        /// The workload within the tenant (1 to 64 of A-Z a-z 0-9 . _ -).
+        #[arg(long, value_name = "NAME")]
+        workload: String,
+        /// Days the certificate is valid (at most 397).
+        #[arg(long, value_name = "DAYS", default_value_t = tls::CLIENT_CERT_DAYS_DEFAULT)]
+        days: u32,
+        /// Where to write the certificate and key.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Arguments of `cluster-membership` (with the global `--config` of a node of the cluster,
@@ -82,6 +105,25 @@ pub async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<()
             let (cert, key) = tls::issue_node_cert(&dir.join(tls::CA_KEY_FILE), node_id)?;
             let (cert, key) = tls::write_node_cert(&out, node_id, &cert, &key)?;
             println!("node {node_id}: {} {}", cert.display(), key.display());
+        }
+        Command::ClusterCa(CaCommand::IssueClientCert {
+            ca_dir,
+            tenant,
+            workload,
+            days,
+            out,
+        }) => {
+            let identity =
+                tls::ClientIdentity::new(tenant, &workload).map_err(anyhow::Error::msg)?;
+            let (cert, key) =
+                tls::issue_client_cert(&ca_dir.join(tls::CA_KEY_FILE), &identity, days)?;
+            let (cert, key) = tls::write_cert_pair(&out, &identity.file_stem(), &cert, &key)?;
+            println!(
+                "{} (valid {days} days): {} {}",
+                identity.uri(),
+                cert.display(),
+                key.display()
+            );
         }
         Command::ClusterMembership(args) => {
             let config = config.context("cluster-membership needs --config of a node")?;

@@ -12,6 +12,7 @@ pub mod chunks;
 pub mod fragments;
 pub mod peers;
 pub mod recopy;
+pub mod rereplicate;
 pub mod service;
 pub mod tls;
 
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use self::peers::{GrpcTransport, Peers};
+use self::rereplicate::{RereplicationConfig, RereplicationMetrics, Rereplicator};
 use self::tls::NodeTls;
 
 /// Largest node-to-node gRPC message (a chunk frame or a snapshot chunk, with headroom).
@@ -55,6 +57,10 @@ pub struct ClusterConfig {
     pub replicas: usize,
     /// The cluster CA and this node's certificate.
     pub tls: ClusterTlsConfig,
+    /// Periodic re-replication of plain-pool chunks to replicas that lack them (off when
+    /// absent).
+    #[serde(default)]
+    pub rereplication: Option<RereplicationConfig>,
 }
 
 /// One node of the cluster.
@@ -114,6 +120,9 @@ impl ClusterConfig {
             self.tls.ca_key.is_some() || (self.tls.cert.is_some() && self.tls.key.is_some()),
             "cluster.tls needs cert and key (or ca_key to issue them)"
         );
+        if let Some(rereplication) = &self.rereplication {
+            rereplication.check()?;
+        }
         Ok(())
     }
 
@@ -138,6 +147,7 @@ pub struct ClusterNode {
     tls: NodeTls,
     layout: ClusterLayout,
     peers: Arc<Peers>,
+    rereplication: RereplicationMetrics,
 }
 
 impl ClusterNode {
@@ -166,6 +176,7 @@ impl ClusterNode {
             tls,
             layout,
             peers,
+            rereplication: RereplicationMetrics::default(),
         })
     }
 
@@ -197,6 +208,40 @@ impl ClusterNode {
         dirs: Vec<PathBuf>,
     ) -> anyhow::Result<recopy::CopyReport> {
         recopy::recopy(local, Arc::clone(&self.peers), &self.layout, dirs).await
+    }
+
+    /// Starts periodic re-replication of the plain pool directories `dirs` (read through
+    /// `local`) when the config asks for it; it stops when `shutdown` turns true. Returns its
+    /// counters (zero when it does not run), for `/metrics`.
+    pub fn start_rereplication(
+        &self,
+        local: Arc<dyn ChunkStore>,
+        dirs: Vec<PathBuf>,
+        shutdown: watch::Receiver<bool>,
+    ) -> RereplicationMetrics {
+        let metrics = self.rereplication.clone();
+        let Some(config) = self.config.rereplication.clone() else {
+            return metrics;
+        };
+        if config.interval_s == 0 || dirs.is_empty() {
+            return metrics;
+        }
+        tracing::info!(
+            interval_s = config.interval_s,
+            copies_in_flight = config.copies_in_flight,
+            bytes_per_s_max = config.bytes_per_s_max,
+            "periodic re-replication on"
+        );
+        let rereplicator = Rereplicator {
+            config,
+            local,
+            peers: Arc::clone(&self.peers),
+            layout: self.layout.clone(),
+            dirs,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(rereplicator.run(shutdown));
+        metrics
     }
 
     /// One line describing the node for the start banner.
@@ -287,6 +332,9 @@ mod tests {
             assert_eq!(cluster.node_id, node);
             assert_eq!(cluster.peers.len(), 3);
             assert_eq!(cluster.replicas, 3);
+            let rereplication = cluster.rereplication.unwrap();
+            assert_eq!(rereplication.interval_s, 300);
+            rereplication.check().unwrap();
         }
     }
 

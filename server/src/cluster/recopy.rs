@@ -2,7 +2,9 @@
 //! this node's chunk files and sends each one to the other replicas of its tenant's shard, so
 //! that a replica that missed writes (it was down while a majority acknowledged them) or lost its
 //! disk holds every copy again. Run by `kiseki-server rebuild --config <node config>` next to
-//! the running node (after the erasure-coded pools' rebuild).
+//! the running node (after the erasure-coded pools' rebuild), and periodically by the running
+//! node (`super::rereplicate`), which first asks each replica which chunks it lacks
+//! ([`missing_on`]).
 //!
 //! A replica that already holds a chunk keeps its file (the chunk store never rewrites an
 //! existing chunk), so the pass costs a transfer per copy, not a write. It never deletes, never
@@ -13,12 +15,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
+use std::time::Duration;
+
 use kiseki_chunk::{ChunkStore, FsChunkStore};
 use kiseki_log::ClusterLayout;
-use kiseki_types::ShardId;
+use kiseki_proto::cluster::v1::HasChunksRequest;
+use kiseki_types::{ChunkId, ShardId, TenantId};
 
 use super::chunks::put_one;
-use super::peers::Peers;
+use super::peers::{status_error, Peers};
+
+/// Most chunk ids one `HasChunks` call may ask about.
+pub const HAS_CHUNKS_IDS_MAX: usize = 1024;
+/// Longest a replica may take to answer a `HasChunks` call.
+const HAS_CHUNKS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Chunks copied at the same time.
 const COPY_CONCURRENCY_MAX: usize = 4;
@@ -46,15 +56,7 @@ pub async fn recopy(
     layout: &ClusterLayout,
     dirs: Vec<PathBuf>,
 ) -> anyhow::Result<CopyReport> {
-    let mut chunks = Vec::new();
-    for dir in &dirs {
-        let listed = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || FsChunkStore::list_pool_dir(&dir)
-        })
-        .await??;
-        chunks.extend(listed);
-    }
+    let chunks = list_chunks(&dirs).await?;
     let mut report = CopyReport::default();
     let mut outcomes = stream::iter(chunks)
         .map(|(tenant, id)| {
@@ -97,4 +99,59 @@ pub async fn recopy(
         }
     }
     Ok(report)
+}
+
+/// Every chunk of the pool directories `dirs`, by tenant (listed off the async runtime).
+pub async fn list_chunks(dirs: &[PathBuf]) -> anyhow::Result<Vec<(TenantId, ChunkId)>> {
+    let mut chunks = Vec::new();
+    for dir in dirs {
+        let listed = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || FsChunkStore::list_pool_dir(&dir)
+        })
+        .await??;
+        chunks.extend(listed);
+    }
+    chunks.sort_unstable_by_key(|(tenant, id)| (tenant.0, id.0));
+    chunks.dedup();
+    Ok(chunks)
+}
+
+/// Which of `ids` (at most [`HAS_CHUNKS_IDS_MAX`]) of `tenant` node `node` lacks.
+pub async fn missing_on(
+    peers: &Peers,
+    node: u64,
+    tenant: TenantId,
+    ids: &[ChunkId],
+) -> Result<Vec<ChunkId>, String> {
+    let mut client = peers.client(node).map_err(|error| error.to_string())?;
+    let mut request = tonic::Request::new(HasChunksRequest {
+        from_node: peers.node_id(),
+        tenant: tenant.0,
+        chunk_ids: ids.iter().map(|id| id.0.to_vec()).collect(),
+    });
+    request.set_timeout(HAS_CHUNKS_TIMEOUT);
+    let reply = match tokio::time::timeout(HAS_CHUNKS_TIMEOUT, client.has_chunks(request)).await {
+        Ok(Ok(reply)) => reply.into_inner(),
+        Ok(Err(status)) => return Err(status_error(node, &status).to_string()),
+        Err(_) => {
+            return Err(format!(
+                "no answer within {} s",
+                HAS_CHUNKS_TIMEOUT.as_secs()
+            ))
+        }
+    };
+    if reply.present.len() != ids.len() {
+        return Err(format!(
+            "node {node} answered {} of {} chunk ids",
+            reply.present.len(),
+            ids.len()
+        ));
+    }
+    Ok(ids
+        .iter()
+        .zip(reply.present)
+        .filter(|(_, present)| !present)
+        .map(|(id, _)| *id)
+        .collect())
 }

@@ -13,13 +13,14 @@ use kiseki_log::MembershipChange;
 use kiseki_namespace::Namespace;
 use kiseki_proto::cluster::v1::cluster_server::Cluster;
 use kiseki_proto::cluster::v1::{
-    GetChunkReply, GetChunkRequest, MembershipReply, MembershipRequest, PutChunkReply,
-    PutChunkRequest, ShardCall, ShardReply, ShardRequest,
+    GetChunkReply, GetChunkRequest, HasChunksReply, HasChunksRequest, MembershipReply,
+    MembershipRequest, PutChunkReply, PutChunkRequest, ShardCall, ShardReply, ShardRequest,
 };
 use kiseki_types::{ChunkId, ShardId, TenantId};
 use tonic::{Request, Response, Status};
 
 use super::peers::peer_call;
+use super::recopy::HAS_CHUNKS_IDS_MAX;
 use super::tls::check_peer_identity;
 
 /// The cluster service of one node.
@@ -118,6 +119,30 @@ impl Cluster for ClusterService {
             })),
             Err(error) => Err(chunk_status(&error)),
         }
+    }
+
+    async fn has_chunks(
+        &self,
+        request: Request<HasChunksRequest>,
+    ) -> Result<Response<HasChunksReply>, Status> {
+        authenticate(&request, request.get_ref().from_node)?;
+        let request = request.into_inner();
+        if request.chunk_ids.len() > HAS_CHUNKS_IDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {HAS_CHUNKS_IDS_MAX} chunk ids per call"
+            )));
+        }
+        let tenant = TenantId(request.tenant);
+        let mut present = Vec::with_capacity(request.chunk_ids.len());
+        for id in &request.chunk_ids {
+            let held = self
+                .local
+                .contains(tenant, chunk_id(id)?)
+                .await
+                .map_err(|error| chunk_status(&error))?;
+            present.push(held);
+        }
+        Ok(Response::new(HasChunksReply { present }))
     }
 
     async fn change_membership(

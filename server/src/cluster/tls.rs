@@ -4,14 +4,20 @@
 //! cluster CA. Node-to-node connections are mutual TLS: a server requires a client certificate
 //! of the CA and then checks, per request, that it is valid for the node id the request claims
 //! (no control-plane call); a client verifies the server's certificate for the node it dialled.
-//! This module never sees data or keys of tenants.
+//!
+//! The same CA signs native clients' certificates: a client's identity is the URI SAN
+//! `kiseki://tenant/<id>/workload/<name>` ([`ClientIdentity`]), the certificate carries the
+//! clientAuth key usage only and is valid for a bounded time (at most
+//! [`CLIENT_CERT_DAYS_MAX`] days). The native listener reads the tenant from it (see
+//! `native/auth.rs`). This module never sees data or keys of tenants.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use kiseki_types::TenantId;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, DnsName, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -58,13 +64,30 @@ pub fn init_ca(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(cert_path)
 }
 
+/// The CA whose key is in the file `ca_key`, ready to sign.
+fn load_issuer(ca_key: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let ca_key = KeyPair::from_pem(&read_string(ca_key)?)
+        .with_context(|| format!("parsing {}", ca_key.display()))?;
+    Ok(Issuer::new(ca_params()?, ca_key))
+}
+
 /// Issues the certificate of node `node` from the CA whose key is `ca_key`; returns the PEM
 /// certificate and key. The certificate serves both ends of node-to-node TLS.
 pub fn issue_node_cert(ca_key: &Path, node: u64) -> anyhow::Result<(String, String)> {
-    let ca_key = KeyPair::from_pem(&read_string(ca_key)?)
-        .with_context(|| format!("parsing {}", ca_key.display()))?;
-    let issuer = Issuer::new(ca_params()?, ca_key);
-    let mut params = CertificateParams::new(vec![node_name(node)])?;
+    issue_node_cert_with_names(ca_key, node, &[])
+}
+
+/// Like [`issue_node_cert`], with `extra_names` (host names, IP addresses) in the SAN too, for a
+/// listener clients dial by address (the native service).
+pub fn issue_node_cert_with_names(
+    ca_key: &Path,
+    node: u64,
+    extra_names: &[String],
+) -> anyhow::Result<(String, String)> {
+    let issuer = load_issuer(ca_key)?;
+    let mut names = vec![node_name(node)];
+    names.extend(extra_names.iter().cloned());
+    let mut params = CertificateParams::new(names)?;
     params
         .distinguished_name
         .push(DnType::CommonName, node_name(node));
@@ -85,12 +108,129 @@ pub fn write_node_cert(
     cert: &str,
     key: &str,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
+    write_cert_pair(out, &format!("node-{node}"), cert, key)
+}
+
+/// Writes `<out>/<stem>.pem` and `<out>/<stem>.key` (the key readable by the owner only).
+pub fn write_cert_pair(
+    out: &Path,
+    stem: &str,
+    cert: &str,
+    key: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let cert_path = out.join(format!("node-{node}.pem"));
-    let key_path = out.join(format!("node-{node}.key"));
+    let cert_path = out.join(format!("{stem}.pem"));
+    let key_path = out.join(format!("{stem}.key"));
     write_private(&key_path, key)?;
     std::fs::write(&cert_path, cert).with_context(|| format!("writing {}", cert_path.display()))?;
     Ok((cert_path, key_path))
+}
+
+/// Longest validity of a client certificate, in days.
+pub const CLIENT_CERT_DAYS_MAX: u32 = 397;
+/// Validity of a client certificate unless asked otherwise, in days.
+pub const CLIENT_CERT_DAYS_DEFAULT: u32 = 90;
+/// Longest workload name in a client identity.
+const WORKLOAD_BYTES_MAX: usize = 64;
+/// Scheme and prefix of a client identity URI.
+const IDENTITY_PREFIX: &str = "kiseki://tenant/";
+
+/// Who a native client is: a tenant's workload. Carried in the client certificate as the URI
+/// SAN `kiseki://tenant/<id>/workload/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The tenant whose namespace and keys the client reaches.
+    pub tenant: TenantId,
+    /// The workload within the tenant: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub workload: String,
+}
+
+impl ClientIdentity {
+    /// An identity, if `workload` is a valid name.
+    pub fn new(tenant: u64, workload: &str) -> Result<Self, String> {
+        let valid = !workload.is_empty()
+            && workload.len() <= WORKLOAD_BYTES_MAX
+            && workload
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+        if !valid {
+            return Err(format!(
+                "workload name {workload:?} is not 1 to {WORKLOAD_BYTES_MAX} of A-Z a-z 0-9 . _ -"
+            ));
+        }
+        Ok(ClientIdentity {
+            tenant: TenantId(tenant),
+            workload: workload.to_owned(),
+        })
+    }
+
+    /// The URI SAN form.
+    pub fn uri(&self) -> String {
+        format!(
+            "{IDENTITY_PREFIX}{}/workload/{}",
+            self.tenant.0, self.workload
+        )
+    }
+
+    /// Parses the URI SAN form; `None` if `uri` is not a Kiseki client identity.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        let rest = uri.strip_prefix(IDENTITY_PREFIX)?;
+        let (tenant, workload) = rest.split_once("/workload/")?;
+        if tenant.is_empty() || !tenant.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        ClientIdentity::new(tenant.parse().ok()?, workload).ok()
+    }
+
+    /// File stem of this identity's certificate and key: `client-tenant-<id>-<workload>`.
+    pub fn file_stem(&self) -> String {
+        format!("client-tenant-{}-{}", self.tenant.0, self.workload)
+    }
+}
+
+/// Issues a client certificate for `identity` from the CA whose key is `ca_key`, valid from a
+/// minute ago for `days` days (1 to [`CLIENT_CERT_DAYS_MAX`]); returns the PEM certificate and
+/// key.
+pub fn issue_client_cert(
+    ca_key: &Path,
+    identity: &ClientIdentity,
+    days: u32,
+) -> anyhow::Result<(String, String)> {
+    anyhow::ensure!(
+        (1..=CLIENT_CERT_DAYS_MAX).contains(&days),
+        "a client certificate is valid for 1 to {CLIENT_CERT_DAYS_MAX} days, not {days}"
+    );
+    let now = std::time::SystemTime::now();
+    let from = now - std::time::Duration::from_secs(60);
+    let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
+    issue_client_cert_valid(ca_key, identity, from, until)
+}
+
+/// Issues a client certificate valid from `from` until `until` (tests make expired ones).
+pub fn issue_client_cert_valid(
+    ca_key: &Path,
+    identity: &ClientIdentity,
+    from: std::time::SystemTime,
+    until: std::time::SystemTime,
+) -> anyhow::Result<(String, String)> {
+    let issuer = load_issuer(ca_key)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!(
+            "tenant {} workload {}",
+            identity.tenant.0, identity.workload
+        ),
+    );
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = from.into();
+    params.not_after = until.into();
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// The TLS material of this node.
@@ -166,4 +306,40 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     file.sync_all()?;
     std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_identities_round_trip_through_their_uri() {
+        let identity = ClientIdentity::new(7, "train-01.a_b").unwrap();
+        assert_eq!(identity.uri(), "kiseki://tenant/7/workload/train-01.a_b");
+        assert_eq!(ClientIdentity::from_uri(&identity.uri()), Some(identity));
+        for bad in [
+            "kiseki://tenant//workload/x",
+            "kiseki://tenant/+7/workload/x",
+            "kiseki://tenant/7/workload/",
+            "kiseki://tenant/7/workload/a/b",
+            "kiseki://tenant/7",
+            "https://tenant/7/workload/x",
+        ] {
+            assert_eq!(ClientIdentity::from_uri(bad), None, "{bad}");
+        }
+        assert!(ClientIdentity::new(1, &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn client_certificates_have_a_bounded_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        let identity = ClientIdentity::new(1, "dev").unwrap();
+        let ca_key = dir.path().join(CA_KEY_FILE);
+        assert!(issue_client_cert(&ca_key, &identity, 0).is_err());
+        assert!(issue_client_cert(&ca_key, &identity, CLIENT_CERT_DAYS_MAX + 1).is_err());
+        let (cert, key) = issue_client_cert(&ca_key, &identity, 30).unwrap();
+        assert!(cert.contains("BEGIN CERTIFICATE") && key.contains("PRIVATE KEY"));
+    }
 }

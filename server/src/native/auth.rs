@@ -1,16 +1,25 @@
-//! Authentication of native clients: a tenant access key (id and secret, as the S3 gateway
-//! uses) in the call's metadata maps to the key's tenant. Keys live in `access-keys.yaml` in the
-//! data dir; the file is read again when an unknown key id shows up, at most once a second.
+//! Authentication of native clients. Two identities, checked locally (no control-plane call):
+//! - a client certificate of the cluster CA (mutual TLS: the handshake proves the client holds
+//!   its key; `client_cert.rs` verifies the chain and reads the tenant from the URI SAN);
+//! - a tenant access key (id and secret, as the S3 gateway uses) in the call's metadata: the
+//!   key's tenant. Keys live in `access-keys.yaml` in the data dir; the file is read again when
+//!   an unknown key id shows up, at most once a second.
+//!
+//! With a certificate no key is needed; a key sent as well must belong to the same tenant.
+//! When the listener requires certificates, a key alone is refused.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kiseki_proto::{ACCESS_KEY_HEADER, SECRET_KEY_HEADER};
 use kiseki_types::TenantId;
+use rustls_pki_types::CertificateDer;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use super::client_cert::CertIdentities;
+use super::tls::ClientCerts;
 use crate::access_keys::AccessKey;
 
 /// Shortest time between two reloads of the key file.
@@ -19,18 +28,63 @@ const RELOAD_INTERVAL_MIN: Duration = Duration::from_secs(1);
 pub struct Authenticator {
     path: PathBuf,
     keys: RwLock<(Vec<AccessKey>, Option<Instant>)>,
+    client_certs: ClientCerts,
+    identities: CertIdentities,
 }
 
 impl Authenticator {
-    pub fn new(data_dir: PathBuf) -> Self {
+    /// Keys from `data_dir`; client certificates as `client_certs` says, of the CA `client_ca`.
+    pub fn new(
+        data_dir: PathBuf,
+        client_certs: ClientCerts,
+        client_ca: Option<CertificateDer<'static>>,
+    ) -> Self {
         Authenticator {
             path: data_dir.join("access-keys.yaml"),
             keys: RwLock::new((Vec::new(), None)),
+            client_certs,
+            identities: CertIdentities::new(client_ca.as_ref()),
         }
     }
 
+    /// The caller's tenant: from the client certificate chain in `peer_certs` (leaf first; its
+    /// chain is verified here), else from the access key in `metadata`.
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    ) -> Result<TenantId, Status> {
+        let chain = peer_certs.filter(|certs| !certs.is_empty());
+        let Some(chain) = chain.filter(|_| self.client_certs != ClientCerts::Off) else {
+            if self.client_certs == ClientCerts::Required {
+                return Err(Status::unauthenticated(
+                    "this server requires a client certificate signed by its cluster CA \
+                     (kiseki-client-fuse --cert FILE --key FILE); none was presented",
+                ));
+            }
+            return self.authenticate_key(metadata);
+        };
+        let identity = self
+            .identities
+            .identify(&chain)
+            .map_err(Status::unauthenticated)?;
+        if metadata.contains_key(ACCESS_KEY_HEADER) {
+            let key_tenant = self.authenticate_key(metadata)?;
+            if key_tenant != identity.tenant {
+                return Err(Status::permission_denied(format!(
+                    "the access key is for tenant {} but the client certificate identifies \
+                     {} (tenant {}): use one identity, or both of the same tenant",
+                    key_tenant.0,
+                    identity.uri(),
+                    identity.tenant.0
+                )));
+            }
+        }
+        Ok(identity.tenant)
+    }
+
     /// The tenant of the access key in `metadata`.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<TenantId, Status> {
+    fn authenticate_key(&self, metadata: &MetadataMap) -> Result<TenantId, Status> {
         let header = |name: &str| {
             metadata
                 .get(name)
@@ -40,7 +94,9 @@ impl Authenticator {
         };
         let (id, secret) = (header(ACCESS_KEY_HEADER), header(SECRET_KEY_HEADER));
         if id.is_empty() {
-            return Err(Status::unauthenticated("no access key given"));
+            return Err(Status::unauthenticated(
+                "no access key given (and no client certificate)",
+            ));
         }
         if let Some(tenant) = self.check(&id, &secret) {
             return Ok(tenant);

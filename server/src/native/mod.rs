@@ -1,13 +1,16 @@
 //! The native client service (`kiseki.namespace.v1.NativeService`): the server side of the
 //! transport `kiseki-client-fuse` uses. Each metadata call is one `TenantNamespace` call; chunk
 //! frames arrive and leave sealed (the client seals and opens them), so plaintext never crosses
-//! the network. Callers authenticate with a tenant access key (see `access_keys.rs`).
+//! the network.
 //!
-//! Transport security: TLS (rustls, see `tls.rs`) unless plain TCP is explicitly configured.
-//! Clients authenticate with the access key inside the TLS channel; mutual TLS with the cluster
-//! CA comes with the cluster issue.
+//! Transport security: TLS (rustls, see `tls.rs` and `accept.rs`) unless plain TCP is
+//! explicitly configured.
+//! Clients authenticate with a client certificate of the cluster CA (mutual TLS; the tenant is
+//! in its SAN) or with an access key inside the TLS channel (see `auth.rs`).
 
+mod accept;
 mod auth;
+mod client_cert;
 pub mod keys;
 pub mod tls;
 
@@ -18,7 +21,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use futures::Stream;
 use kiseki_chunk::FRAME_BYTES_MAX;
@@ -56,17 +58,16 @@ pub async fn serve(
     keys: KeyMaterialSource,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = security.server_config() {
-        builder = builder
-            .tls_config(tls)
-            .context("the native service's TLS certificate or key")?;
-    }
+    let builder = tonic::transport::Server::builder();
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let service = NativeServer {
         namespace,
-        auth: Authenticator::new(data_dir.clone()),
+        auth: Authenticator::new(
+            data_dir.clone(),
+            security.client_certs(),
+            security.client_ca(),
+        ),
         keys,
         data_dir,
     };
@@ -81,11 +82,19 @@ pub async fn serve(
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
         .add_service(service);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let stopped = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let task = tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped));
+    // TLS is accepted here rather than by tonic: see `tls.rs` on client certificates.
+    let task = match security.acceptor() {
+        Some(acceptor) => tokio::spawn(
+            server.serve_with_incoming_shutdown(accept::tls_incoming(listener, acceptor), stopped),
+        ),
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(server.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
     Ok((bound, task))
 }
 
@@ -135,7 +144,9 @@ fn chunk_id(bytes: &[u8]) -> Result<ChunkId, Status> {
 
 impl NativeServer {
     async fn tenant<T>(&self, request: &Request<T>) -> Result<Arc<TenantNamespace>, Status> {
-        let tenant = self.auth.authenticate(request.metadata())?;
+        let tenant = self
+            .auth
+            .authenticate(request.metadata(), request.peer_certs())?;
         self.namespace.tenant(tenant).await.map_err(status)
     }
 }

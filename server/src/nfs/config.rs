@@ -184,6 +184,7 @@ fn prefix_matches(network: u128, address: u128, prefix: u8, bits: u32) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,7 @@
 //! The write-back against a real namespace (temp dir, embedded keys): out-of-order and
 //! overlapping WRITEs land where they belong, stable writes are durable before they return,
 //! and held bytes show in the size before they are committed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! What the NFS integration tests share: a `kiseki-server` started from a config with NFS
 //! exports on free ports, libnfs command-line tools run with a time limit, and a libnfs client
 //! (`nfs_client.py`, the C library through ctypes) driven command by command.
-
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,7 +1,7 @@
 //! Shared by the S3 tests: start `kiseki-server` on free ports with a temp data dir, run real
 //! clients as subprocesses with a time bound, read the server's memory, and open the
 //! namespace in-process after the server stopped (the cross-protocol check).
-
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};

@@ -3,7 +3,8 @@
 //! A segment is a file named by the index of its first entry (`{first_index:020}.seg`) holding
 //! consecutive records, each `magic "KSLR" | format version u8 | payload length u32 | crc32c u32 |
 //! payload` (little endian; the crc covers the version, the length and the payload; the payload
-//! is the entry in bincode 2). Segments are zero-filled ahead of the write position, so that
+//! is the entry in bincode 2; version 2 added the deltas' exactly-once tags to the batch, and
+//! version 1 records, written before, are still read). Segments are zero-filled ahead of the write position, so that
 //! appending a record and `fdatasync` write data only (no file-size change to journal) and the end
 //! of the log is the first position where no valid record starts.
 //!
@@ -19,7 +20,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use openraft::EntryPayload;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::DeltaBatchV1;
 use crate::type_config::{Entry, LogId};
+use crate::DeltaBatch;
 
 /// A segment is closed once a record would take it past this size (a segment always holds at
 /// least one record, so one larger than this gets a segment of its own).
@@ -30,7 +36,10 @@ pub(super) const ZERO_FILL_STEP_BYTES: u64 = 1 << 20;
 const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 30;
 
 const RECORD_MAGIC: [u8; 4] = *b"KSLR";
+/// Entries whose batches have no tags (read only).
 const RECORD_FORMAT_V1: u8 = 1;
+/// Entries whose batches carry tags (written).
+const RECORD_FORMAT_V2: u8 = 2;
 const RECORD_HEADER_BYTES: usize = 4 + 1 + 4 + 4;
 const SEGMENT_SUFFIX: &str = ".seg";
 
@@ -44,7 +53,7 @@ pub(super) fn encode_record(entry: &Entry) -> io::Result<Vec<u8>> {
         .filter(|len| *len as usize <= RECORD_PAYLOAD_BYTES_MAX)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "log entry too large"))?;
     record[..4].copy_from_slice(&RECORD_MAGIC);
-    record[4] = RECORD_FORMAT_V1;
+    record[4] = RECORD_FORMAT_V2;
     record[5..9].copy_from_slice(&payload_len.to_le_bytes());
     let crc = crc32c::crc32c_append(
         crc32c::crc32c(&record[4..9]),
@@ -71,7 +80,8 @@ fn parse_record(bytes: &[u8]) -> io::Result<Parsed> {
     if header[..4] != RECORD_MAGIC {
         return Ok(Parsed::Nothing);
     }
-    if header[4] != RECORD_FORMAT_V1 {
+    let version = header[4];
+    if version != RECORD_FORMAT_V1 && version != RECORD_FORMAT_V2 {
         return Err(invalid(format!(
             "unsupported log record format version {}",
             header[4]
@@ -88,7 +98,12 @@ fn parse_record(bytes: &[u8]) -> io::Result<Parsed> {
     if crc32c::crc32c_append(crc32c::crc32c(&header[4..9]), payload) != crc {
         return Ok(Parsed::Nothing);
     }
-    let decoded = bincode::serde::decode_from_slice(payload, bincode::config::standard());
+    let decoded = if version == RECORD_FORMAT_V1 {
+        bincode::serde::decode_from_slice::<EntryV1, _>(payload, bincode::config::standard())
+            .map(|(entry, used)| (entry.upgrade(), used))
+    } else {
+        bincode::serde::decode_from_slice(payload, bincode::config::standard())
+    };
     match decoded {
         Ok((entry, used)) if used == payload_len => Ok(Parsed::Record(
             Box::new(entry),
@@ -97,6 +112,38 @@ fn parse_record(bytes: &[u8]) -> io::Result<Parsed> {
         // The checksum matched, so this is not a torn write: a bug or an unknown layout.
         Ok(_) => Err(invalid("trailing bytes in a log record".to_string())),
         Err(error) => Err(invalid(format!("undecodable log record: {error}"))),
+    }
+}
+
+/// An entry as a version-1 record holds it: openraft's `Entry` with a batch without tags.
+#[derive(Debug, Serialize, Deserialize)]
+struct EntryV1 {
+    log_id: LogId,
+    payload: PayloadV1,
+}
+
+/// openraft's `EntryPayload`, variant for variant, with the version-1 batch.
+#[derive(Debug, Serialize, Deserialize)]
+enum PayloadV1 {
+    Blank,
+    Normal(DeltaBatchV1),
+    Membership(openraft::Membership<u64, openraft::BasicNode>),
+}
+
+impl EntryV1 {
+    fn upgrade(self) -> Entry {
+        let payload = match self.payload {
+            PayloadV1::Blank => EntryPayload::Blank,
+            PayloadV1::Normal(batch) => EntryPayload::Normal(DeltaBatch {
+                deltas: batch.deltas,
+                tags: Vec::new(),
+            }),
+            PayloadV1::Membership(membership) => EntryPayload::Membership(membership),
+        };
+        Entry {
+            log_id: self.log_id,
+            payload,
+        }
     }
 }
 
@@ -371,10 +418,8 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use openraft::testing::log_id;
-    use openraft::EntryPayload;
 
     use super::*;
-    use crate::DeltaBatch;
 
     #[test]
     fn record_round_trip_and_corruption() {
@@ -400,7 +445,42 @@ mod tests {
         ));
         assert!(matches!(parse_record(&[0u8; 64]).unwrap(), Parsed::Nothing));
         let mut future = record;
-        future[4] = 2;
+        future[4] = 3;
         assert!(parse_record(&future).is_err());
+    }
+
+    /// Records written before tags existed (format 1) still read, as batches without tags.
+    #[test]
+    fn version_1_records_are_read() {
+        let delta = crate::Delta::Unlink {
+            parent: kiseki_types::InodeId(1),
+            name: "old".into(),
+            time: kiseki_types::Timestamp(0),
+        };
+        let old = EntryV1 {
+            log_id: log_id(3, 1, 12),
+            payload: PayloadV1::Normal(DeltaBatchV1 {
+                deltas: vec![delta.clone()],
+            }),
+        };
+        let payload = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let mut record = Vec::new();
+        record.extend_from_slice(&RECORD_MAGIC);
+        record.push(RECORD_FORMAT_V1);
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&record[4..9]), &payload);
+        record.extend_from_slice(&crc.to_le_bytes());
+        record.extend_from_slice(&payload);
+        match parse_record(&record).unwrap() {
+            Parsed::Record(entry, len) => {
+                assert_eq!(len, record.len());
+                assert_eq!(entry.log_id, log_id(3, 1, 12));
+                assert_eq!(
+                    entry.payload,
+                    EntryPayload::Normal(DeltaBatch::single(delta))
+                );
+            }
+            Parsed::Nothing => panic!("version-1 record not parsed"),
+        }
     }
 }

@@ -120,6 +120,20 @@ impl NamespaceView {
                 value,
                 time,
             } => self.set_user_metadata(*inode, key, value.as_deref(), *time),
+            Delta::Placed { placements, delta } => {
+                self.record_placements(placements);
+                if matches!(**delta, Delta::Placed { .. }) {
+                    return Err(error(
+                        ErrorKind::InvalidArgument,
+                        "placement records cannot wrap each other",
+                    ));
+                }
+                self.apply_delta(delta)
+            }
+            Delta::RecordPlacement { placements } => {
+                self.record_placements(placements);
+                Ok(kiseki_log::Applied { inode: None })
+            }
         }
     }
 

@@ -6,14 +6,15 @@
 mod apply;
 mod listing;
 mod objects;
+mod placements;
 mod query;
 mod uploads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kiseki_log::{Delta, DeltaOutcome, ShardState, SnapshotError};
-use kiseki_types::{Attributes, Composition, FileKind, InodeId, Timestamp};
+use kiseki_log::{ChunkPlacement, Delta, DeltaOutcome, ShardState, SnapshotError};
+use kiseki_types::{Attributes, ChunkId, Composition, FileKind, InodeId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use listing::{ListEntry, ListPage, ListRequest};
@@ -55,10 +56,18 @@ pub struct NamespaceView {
     /// Multipart uploads in progress, by upload id.
     uploads: BTreeMap<String, Upload>,
     applied_deltas: u64,
+    /// Where the fragments of chunks of erasure-coded pools are (recorded by `Placed` and
+    /// `RecordPlacement` deltas). Encoded after the view in a snapshot (version 3), so version 2
+    /// snapshots still decode; never removed yet (no garbage collection of chunks exists).
+    #[serde(skip)]
+    placements: BTreeMap<ChunkId, ChunkPlacement>,
 }
 
-/// Version 2 added system metadata on nodes and multipart uploads.
-const SNAPSHOT_VERSION: u8 = 2;
+/// Version 2 added system metadata on nodes and multipart uploads; version 3 appends the
+/// placement table after the view.
+const SNAPSHOT_VERSION: u8 = 3;
+/// The last version without the placement table (still restored, with an empty table).
+const SNAPSHOT_VERSION_NO_PLACEMENTS: u8 = 2;
 
 impl NamespaceView {
     /// An empty view of shard `shard_index`; shard 0 holds the tenant's root directory.
@@ -69,6 +78,7 @@ impl NamespaceView {
             nodes: BTreeMap::new(),
             uploads: BTreeMap::new(),
             applied_deltas: 0,
+            placements: BTreeMap::new(),
         };
         if shard_index == 0 {
             view.nodes.insert(
@@ -133,6 +143,11 @@ impl ShardState for NamespaceView {
         if let Ok(body) = bincode::serde::encode_to_vec(self, bincode::config::standard()) {
             bytes.extend_from_slice(&body);
         }
+        if let Ok(table) =
+            bincode::serde::encode_to_vec(&self.placements, bincode::config::standard())
+        {
+            bytes.extend_from_slice(&table);
+        }
         bytes
     }
 
@@ -140,14 +155,23 @@ impl ShardState for NamespaceView {
         let Some((&version, body)) = bytes.split_first() else {
             return Err(SnapshotError::Corrupt("empty namespace snapshot".into()));
         };
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_PLACEMENTS {
             return Err(SnapshotError::UnsupportedVersion(u32::from(version)));
         }
-        let (view, _) = bincode::serde::decode_from_slice::<NamespaceView, _>(
+        let (mut view, used) = bincode::serde::decode_from_slice::<NamespaceView, _>(
             body,
             bincode::config::standard(),
         )
         .map_err(|error| SnapshotError::Corrupt(format!("namespace snapshot: {error}")))?;
+        if version == SNAPSHOT_VERSION {
+            let rest = body.get(used..).unwrap_or_default();
+            let (table, _) = bincode::serde::decode_from_slice::<
+                BTreeMap<ChunkId, ChunkPlacement>,
+                _,
+            >(rest, bincode::config::standard())
+            .map_err(|error| SnapshotError::Corrupt(format!("placement table: {error}")))?;
+            view.placements = table;
+        }
         *self = view;
         Ok(())
     }

@@ -1,4 +1,5 @@
 //! Semantics of the view, driven by deltas as the log would apply them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,7 @@
 //! Test support shared by the namespace integration tests: a namespace over real parts in a
 //! temporary directory (segment-log shard logs, the file chunk store, the internal KMS with the
 //! system key manager).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
