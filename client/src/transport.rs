@@ -15,7 +15,8 @@ use kiseki_proto::namespace::v1::native_service_client::NativeServiceClient;
 use kiseki_proto::{
     attr_from_wire, extent_from_wire, extent_to_wire, frame_pieces, kind_from_wire,
     status_namespace_error, tenant_key_material, FrameAssembler, FrameAssemblyError,
-    ACCESS_KEY_HEADER, NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION, SECRET_KEY_HEADER,
+    ACCESS_KEY_HEADER, H2_FRAME_BYTES_MAX, NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION,
+    SECRET_KEY_HEADER,
 };
 use kiseki_types::{
     Attributes, ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId, Timestamp,
@@ -312,7 +313,10 @@ impl GrpcTransport {
             .keep_alive_timeout(options.request_timeout)
             .initial_stream_window_size(Some(8 * 1024 * 1024))
             // Room for the read-ahead's chunk frames (several 4 MiB chunks) in flight at once.
-            .initial_connection_window_size(Some(64 * 1024 * 1024));
+            .initial_connection_window_size(Some(64 * 1024 * 1024))
+            // Chunk frames arrive in 1 MiB HTTP/2 frames rather than 16 KiB ones: a 4 MiB chunk
+            // costs 4 frames to parse and wake on, not 256.
+            .max_frame_size(Some(H2_FRAME_BYTES_MAX));
         let connect = || {
             NativeServiceClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)

@@ -13,33 +13,17 @@
 mod support;
 
 mod cluster_support;
+mod ec_support;
 use cluster_support::fragment_files;
+use ec_support::{admin, EcServer};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{run, success, test_bytes};
+use support::test_bytes;
 
 const BUCKET: &str = "placed";
-
-struct Node {
-    child: Option<Child>,
-    endpoint: String,
-    metrics: String,
-    access_key: String,
-    secret_key: String,
-}
-
-fn banner_value(banner: &[String], label: &str) -> String {
-    banner
-        .iter()
-        .find_map(|line| line.trim().strip_prefix(label).map(|r| r.trim().to_owned()))
-        .unwrap_or_else(|| panic!("no {label:?} in {banner:?}"))
-}
 
 fn write_config(dir: &Path, devices: usize, scrub: bool) -> PathBuf {
     let names: Vec<String> = (0..devices).map(|i| format!("dev{i}")).collect();
@@ -66,132 +50,6 @@ fn write_config(dir: &Path, devices: usize, scrub: bool) -> PathBuf {
     let path = dir.join("ec.yaml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-impl Node {
-    fn start(config: &Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiseki-server"))
-            .arg("--config")
-            .arg(config)
-            .env("KISEKI_LOG", "warn,s3s=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut banner = Vec::new();
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            let ready = line == "ready";
-            banner.push(line);
-            if ready {
-                break;
-            }
-        }
-        assert_eq!(
-            banner.last().map(String::as_str),
-            Some("ready"),
-            "{banner:?}"
-        );
-        let endpoint = banner_value(&banner, "S3 endpoint:");
-        Node {
-            child: Some(child),
-            endpoint: endpoint.split_whitespace().next().unwrap().to_owned(),
-            metrics: banner_value(&banner, "metrics:"),
-            access_key: banner_value(&banner, "S3 access key:"),
-            secret_key: banner_value(&banner, "S3 secret key:"),
-        }
-    }
-
-    fn aws(&self, args: &[&str]) -> String {
-        let mut command = Command::new("aws");
-        command
-            .args(["--endpoint-url", &self.endpoint])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", &self.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("AWS_PROFILE");
-        success(run(&mut command, Duration::from_secs(120)), "aws")
-    }
-
-    /// A counter of pool `bulk` on /metrics.
-    fn counter(&self, name: &str) -> u64 {
-        let address = self
-            .metrics
-            .trim_start_matches("http://")
-            .trim_end_matches("/metrics")
-            .to_owned();
-        let mut stream = TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        let prefix = format!("kiseki_{name}_total{{pool=\"bulk\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in metrics:\n{text}"))
-    }
-
-    fn read_all(&self, dir: &Path, objects: &[(String, Vec<u8>)]) {
-        for (name, bytes) in objects {
-            let out = dir.join(format!("{name}.back"));
-            self.aws(&[
-                "s3",
-                "cp",
-                "--only-show-errors",
-                &format!("s3://{BUCKET}/{name}"),
-                out.to_str().unwrap(),
-            ]);
-            assert_eq!(&std::fs::read(&out).unwrap(), bytes, "{name}");
-            std::fs::remove_file(&out).unwrap();
-        }
-    }
-
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        assert!(Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn admin(config: &Path, args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiseki-server"));
-    child
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("KISEKI_LOG", "warn");
-    success(run(&mut child, Duration::from_secs(120)), args[0])
 }
 
 /// The recorded placement of every chunk of an object: chunk hex -> device name per fragment.
@@ -243,7 +101,7 @@ fn check_recorded(dir: &Path, recorded: &[(String, Vec<String>)]) -> BTreeMap<St
 fn placement_is_recorded_survives_new_devices_and_follows_rebuilds() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 6, false);
-    let node = Node::start(&config);
+    let node = EcServer::start(&config);
     node.aws(&["s3", "mb", &format!("s3://{BUCKET}")]);
     let objects: Vec<(String, Vec<u8>)> = [(1_000_000, 1u64), (3_000, 2), (700_000, 3)]
         .into_iter()
@@ -260,7 +118,7 @@ fn placement_is_recorded_survives_new_devices_and_follows_rebuilds() {
             &format!("s3://{BUCKET}/{name}"),
         ]);
     }
-    node.read_all(dir.path(), &objects);
+    node.read_all(dir.path(), BUCKET, &objects);
     assert_eq!(node.counter("ec_placement_scans"), 0);
     node.stop();
 
@@ -275,8 +133,8 @@ fn placement_is_recorded_survives_new_devices_and_follows_rebuilds() {
 
     // Six more devices: the ranking changes; reads go to the recorded devices, no scans.
     let config = write_config(dir.path(), 12, true);
-    let node = Node::start(&config);
-    node.read_all(dir.path(), &objects);
+    let node = EcServer::start(&config);
+    node.read_all(dir.path(), BUCKET, &objects);
     assert_eq!(
         node.counter("ec_placement_scans"),
         0,
@@ -299,7 +157,7 @@ fn placement_is_recorded_survives_new_devices_and_follows_rebuilds() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    node.read_all(dir.path(), &objects);
+    node.read_all(dir.path(), BUCKET, &objects);
     assert_eq!(node.counter("ec_placement_scans"), 0);
     node.stop();
 
@@ -325,7 +183,7 @@ fn placement_is_recorded_survives_new_devices_and_follows_rebuilds() {
     assert!(rebuilt.contains("moved chunks left in"), "{rebuilt}");
     let pending = dir.path().join("data").join("placement-pending");
     assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 1);
-    let node = Node::start(&config);
+    let node = EcServer::start(&config);
     let started = Instant::now();
     while std::fs::read_dir(&pending).unwrap().count() > 0 {
         assert!(
@@ -334,7 +192,7 @@ fn placement_is_recorded_survives_new_devices_and_follows_rebuilds() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    node.read_all(dir.path(), &objects);
+    node.read_all(dir.path(), BUCKET, &objects);
     assert_eq!(node.counter("ec_placement_scans"), 0);
     node.stop();
     for (name, _) in &objects {

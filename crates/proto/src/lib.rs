@@ -19,8 +19,9 @@ pub use key_material::{
 pub use native::{
     attr_from_wire, attr_to_wire, chunk_id_from_wire, extent_from_wire, extent_to_wire,
     kind_from_wire, kind_to_wire, namespace_error_status, status_namespace_error,
-    ACCESS_KEY_HEADER, CHUNK_PIECE_BYTES, ERROR_KIND_HEADER, LAYOUT_EXTENTS_MAX,
-    NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION, READDIR_ENTRIES_MAX, SECRET_KEY_HEADER,
+    ACCESS_KEY_HEADER, CHUNK_PIECE_BYTES, ERROR_KIND_HEADER, H2_FRAME_BYTES_MAX,
+    LAYOUT_EXTENTS_MAX, NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION, READDIR_ENTRIES_MAX,
+    SECRET_KEY_HEADER,
 };
 pub use remote_keys::RemoteKeySource;
 

@@ -13,6 +13,9 @@ use crate::namespace::v1 as wire;
 pub const NATIVE_PROTOCOL_VERSION: u32 = 1;
 /// Largest message either side of the native protocol accepts.
 pub const NATIVE_MESSAGE_BYTES_MAX: usize = 12 * 1024 * 1024;
+/// Largest HTTP/2 frame either side of the native protocol accepts (the default, 16 KiB, cut
+/// every chunk into hundreds of frames, each parsed and woken on separately).
+pub const H2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
 /// Bytes of chunk frame per streamed piece: a default 4 MiB chunk's frame (with its header and
 /// tag) fits in one piece, which the receiver then uses without copying.
 pub const CHUNK_PIECE_BYTES: usize = 4 * 1024 * 1024 + 4096;

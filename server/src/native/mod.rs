@@ -81,6 +81,7 @@ pub async fn serve(
         // Whole chunks arrive in 1 MiB pieces: windows that hold several keep uploads flowing.
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
+        .max_frame_size(Some(kiseki_proto::H2_FRAME_BYTES_MAX))
         .add_service(service);
     let stopped = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
