@@ -511,3 +511,98 @@ fn a_certificate_reaches_only_its_own_tenant() {
         }
     });
 }
+
+/// Every chunk file under pool directory `dir` (temporary files skipped).
+fn chunk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !entry.file_name().to_string_lossy().starts_with('.') {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// The placement policy picks a pool per tenant and per workload, and the workload comes from
+/// the client certificate: tenant 1's `training` writes land in pool `fast`, its other
+/// workloads in pool `archive` (the tenant's rule), nothing in the default pool; every
+/// workload of the tenant reads every file back, wherever its chunks are.
+#[test]
+fn a_workloads_writes_go_to_the_pool_its_policy_names() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let config = dir.path().join("server.yaml");
+    fs::write(
+        &config,
+        format!(
+            "data_dir: {}\n\
+             pools:\n  \
+               - {{ name: general, device_class: bulk-nvme, path: general }}\n  \
+               - {{ name: fast, device_class: fast-nvme, path: fast }}\n  \
+               - {{ name: archive, device_class: bulk-nvme, path: archive }}\n\
+             placement:\n  \
+               tenants: {{ 1: archive }}\n  \
+               workloads: {{ \"1/training\": fast }}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&data, free_port(), &["--config", config.to_str().unwrap()]);
+    let ca = server.data_dir.join("cluster-ca");
+    let training = issue(&ca, 1, "training", &dir.path().join("training"));
+    let etl = issue(&ca, 1, "etl", &dir.path().join("etl"));
+    let path_training = dir.path().join("mnt-training");
+    let path_etl = dir.path().join("mnt-etl");
+    let mount_training = Mounted::start(
+        cert_mount(&server, &path_training, Some(&training)),
+        &path_training,
+    );
+    let _mount_etl = Mounted::start(cert_mount(&server, &path_etl, Some(&etl)), &path_etl);
+
+    let pool = |name: &str| chunk_files(&data.join(name)).len();
+    let model: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(path_training.join("model.bin"), &model).unwrap();
+    assert!(pool("fast") >= 1, "training's chunks are in pool fast");
+    assert_eq!(pool("archive"), 0, "nothing of training's in archive");
+
+    let table: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    fs::write(path_etl.join("table.bin"), &table).unwrap();
+    assert!(pool("archive") >= 1, "etl follows the tenant's rule");
+    assert_eq!(
+        pool("general"),
+        0,
+        "no rule sends tenant 1 to the default pool"
+    );
+
+    assert_eq!(fs::read(path_etl.join("model.bin")).unwrap(), model);
+    assert_eq!(fs::read(path_training.join("table.bin")).unwrap(), table);
+    drop(mount_training);
+
+    // A policy naming a pool that does not exist stops the server at start, naming it.
+    let bad = dir.path().join("bad.yaml");
+    fs::write(
+        &bad,
+        format!(
+            "data_dir: {}\nplacement:\n  workloads: {{ \"1/training\": nvme-tier }}\n",
+            dir.path().join("bad-data").display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(binary("kiseki-server"))
+        .args(["--config", bad.to_str().unwrap()])
+        .env("KISEKI_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"nvme-tier\""), "{stderr}");
+}

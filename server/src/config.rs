@@ -49,6 +49,56 @@ pub struct ServerConfig {
     /// The multi-node cluster this server is a node of; a single-node cluster without it.
     #[serde(default)]
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Which pool new chunks go to per tenant and workload (the first pool without a rule).
+    #[serde(default)]
+    pub placement: PlacementConfig,
+}
+
+/// The `placement:` section: pool names per tenant and per workload.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// `tenant id: pool` for the tenant's writes without a workload rule.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<u64, String>,
+    /// `"<tenant id>/<workload>": pool`, for writes of a native client whose identity (client
+    /// certificate or access key) names that workload.
+    #[serde(default)]
+    pub workloads: std::collections::BTreeMap<String, String>,
+}
+
+impl PlacementConfig {
+    /// The policy over `pools` (the first is the default), or an error naming the unknown pool
+    /// or the malformed workload key.
+    pub fn policy(&self, pools: &[PoolConfig]) -> anyhow::Result<kiseki_chunk::PlacementPolicy> {
+        use kiseki_chunk::{Placement, PlacementPolicy, PoolName};
+        let placement = |name: &str| -> anyhow::Result<Placement> {
+            anyhow::ensure!(
+                pools.iter().any(|pool| pool.name == name),
+                "placement names pool {name:?}, which is not in pools"
+            );
+            Ok(Placement {
+                pool: PoolName(name.to_owned()),
+            })
+        };
+        let first = pools.first().context("config needs at least one pool")?;
+        let mut policy = PlacementPolicy::new(placement(&first.name)?);
+        for (tenant, pool) in &self.tenants {
+            policy = policy.with_tenant(kiseki_types::TenantId(*tenant), placement(pool)?);
+        }
+        for (key, pool) in &self.workloads {
+            let (tenant, workload) = key
+                .split_once('/')
+                .and_then(|(tenant, workload)| Some((tenant.parse::<u64>().ok()?, workload)))
+                .filter(|(_, workload)| !workload.is_empty())
+                .with_context(|| {
+                    format!("placement workload {key:?} is not \"<tenant id>/<workload>\"")
+                })?;
+            policy =
+                policy.with_workload(kiseki_types::TenantId(tenant), workload, placement(pool)?);
+        }
+        Ok(policy)
+    }
 }
 
 /// One chunk pool of one device class: a directory (`path`), or device directories (`devices`)
@@ -162,6 +212,7 @@ impl ServerConfig {
             s3_listen: default_s3_listen(),
             nfs: None,
             cluster: None,
+            placement: PlacementConfig::default(),
         }
     }
 
@@ -178,6 +229,7 @@ impl ServerConfig {
         for pool in &self.pools {
             crate::pools::check(pool)?;
         }
+        self.placement.policy(&self.pools)?;
         let limits =
             kiseki_types::limits::CHUNK_SIZE_BYTES_MIN..=kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
         anyhow::ensure!(
@@ -204,6 +256,52 @@ impl ServerConfig {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_rules_pick_workload_then_tenant_then_first_pool() {
+        let config: ServerConfig = serde_yaml::from_str(
+            "data_dir: /x\n\
+             pools:\n  \
+               - { name: general, device_class: bulk-nvme, path: g }\n  \
+               - { name: fast, device_class: fast-nvme, path: f }\n\
+             placement:\n  \
+               tenants: { 2: fast }\n  \
+               workloads: { \"1/training\": fast }\n",
+        )
+        .unwrap();
+        config.check().unwrap();
+        let policy = config.placement.policy(&config.pools).unwrap();
+        let pool = |tenant, workload| {
+            policy
+                .placement_for(kiseki_types::TenantId(tenant), workload)
+                .pool
+                .0
+                .clone()
+        };
+        assert_eq!(pool(1, Some("training")), "fast");
+        assert_eq!(pool(1, Some("etl")), "general");
+        assert_eq!(pool(1, None), "general");
+        assert_eq!(pool(2, Some("anything")), "fast");
+        assert_eq!(pool(3, None), "general");
+
+        for (rule, complaint) in [
+            ("tenants: { 1: nowhere }", "\"nowhere\""),
+            (
+                "workloads: { \"training\": fast }",
+                "<tenant id>/<workload>",
+            ),
+            (
+                "workloads: { \"x/training\": fast }",
+                "<tenant id>/<workload>",
+            ),
+            ("workloads: { \"1/\": fast }", "<tenant id>/<workload>"),
+        ] {
+            let config: ServerConfig =
+                serde_yaml::from_str(&format!("data_dir: /x\nplacement:\n  {rule}\n")).unwrap();
+            let error = config.check().unwrap_err().to_string();
+            assert!(error.contains(complaint), "{rule}: {error}");
+        }
+    }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {

@@ -71,23 +71,17 @@ pub fn storage(
     cluster: Option<ClusterNode>,
     erasure: Vec<PoolName>,
 ) -> anyhow::Result<(Namespace, Option<Cluster>)> {
-    let first = config
-        .pools
-        .first()
-        .context("config needs at least one pool")?;
-    let placement = Placement {
-        pool: PoolName(first.name.clone()),
-    };
+    let policy = config.placement.policy(&config.pools)?;
+    // Copies that peers send without naming a pool go to the default pool.
+    let placement = policy.default_placement().clone();
     let mut namespace_config = NamespaceConfig::new(config.data_dir.join("shards"));
     namespace_config.chunk_size = config.chunk_size_bytes;
     let (chunks, cluster) = match cluster {
-        None => (ChunkService::new(store, placement), None),
+        None => (ChunkService::with_policy(store, policy), None),
         Some(node) => {
             namespace_config.cluster = Some(node.layout().clone());
-            let chunks = ChunkService::new(
-                node.chunk_store(Arc::clone(&store), erasure),
-                placement.clone(),
-            );
+            let chunks =
+                ChunkService::with_policy(node.chunk_store(Arc::clone(&store), erasure), policy);
             (
                 chunks,
                 Some(Cluster {

@@ -38,8 +38,8 @@ pub use memory_fragment::MemoryFragmentStore;
 pub use memory_store::MemoryChunkStore;
 pub use placement::{
     decode_moved, encode_moved, DeviceClass, DeviceId, MovedFileError, Placement, PlacementBook,
-    PlacementJournal, PoolName, RecordedLayout, JOURNAL_FRESH_MAX, JOURNAL_MOVED_MAX,
-    MOVED_FILE_MAGIC, MOVED_FILE_VERSION,
+    PlacementJournal, PlacementPolicy, PoolName, RecordedLayout, JOURNAL_FRESH_MAX,
+    JOURNAL_MOVED_MAX, MOVED_FILE_MAGIC, MOVED_FILE_VERSION,
 };
 pub use repair::{RepairReport, REPAIR_CONCURRENCY_MAX, REPORT_LOST_MAX};
 pub use service::{ChunkService, WrittenChunk};

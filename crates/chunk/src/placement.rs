@@ -1,4 +1,5 @@
-//! Pools, device classes and placement records: [`Placement`] (where a chunk goes),
+//! Pools, device classes and placement records: [`Placement`] (where a chunk goes) and the
+//! [`PlacementPolicy`] that picks it per tenant and workload,
 //! [`DeviceId`] and [`RecordedLayout`] (where an erasure-coded chunk's fragments are, as
 //! recorded in its shard's log) and the [`PlacementJournal`] that carries layouts between chunk
 //! stores and the namespace. No I/O here.
@@ -37,6 +38,58 @@ impl fmt::Display for PoolName {
 pub struct Placement {
     /// The pool that stores the chunk.
     pub pool: PoolName,
+}
+
+/// Which pool a writer's new chunks go to: a rule for a tenant's workload beats a rule for the
+/// tenant, which beats the default (a pool names its device class and its erasure-coding
+/// profile, so this is how a tenant or workload gets fast NVMe, or 8+3 instead of 4+2). Only
+/// new chunks follow it: a chunk already stored stays where it is, and deduplication finds it
+/// in any pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementPolicy {
+    default: Placement,
+    tenants: HashMap<TenantId, Placement>,
+    workloads: HashMap<TenantId, HashMap<String, Placement>>,
+}
+
+impl PlacementPolicy {
+    /// Every chunk to `default`.
+    pub fn new(default: Placement) -> Self {
+        PlacementPolicy {
+            default,
+            tenants: HashMap::new(),
+            workloads: HashMap::new(),
+        }
+    }
+
+    /// Sends `tenant`'s chunks (of workloads without their own rule) to `placement`.
+    pub fn with_tenant(mut self, tenant: TenantId, placement: Placement) -> Self {
+        self.tenants.insert(tenant, placement);
+        self
+    }
+
+    /// Sends the chunks of `tenant`'s workload `workload` to `placement`.
+    pub fn with_workload(mut self, tenant: TenantId, workload: &str, placement: Placement) -> Self {
+        self.workloads
+            .entry(tenant)
+            .or_default()
+            .insert(workload.to_owned(), placement);
+        self
+    }
+
+    /// Where chunks without a rule go.
+    pub fn default_placement(&self) -> &Placement {
+        &self.default
+    }
+
+    /// Where a new chunk of `tenant`, written by `workload` when the writer's workload is
+    /// known, goes.
+    pub fn placement_for(&self, tenant: TenantId, workload: Option<&str>) -> &Placement {
+        workload
+            .and_then(|workload| self.workloads.get(&tenant)?.get(workload))
+            .or_else(|| self.tenants.get(&tenant))
+            .unwrap_or(&self.default)
+    }
 }
 
 /// A device's id within its pool: a stable 32-bit hash of the device's name, so placement

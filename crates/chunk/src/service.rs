@@ -6,7 +6,9 @@ use kiseki_types::limits::CHUNK_SIZE_BYTES_MAX;
 use kiseki_types::{ChunkId, TenantId};
 
 use crate::format::associated_data;
-use crate::{ChunkBuffer, ChunkError, ChunkHeader, ChunkStore, Placement, HEADER_BYTES};
+use crate::{
+    ChunkBuffer, ChunkError, ChunkHeader, ChunkStore, Placement, PlacementPolicy, HEADER_BYTES,
+};
 
 /// A chunk that is now durable in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,13 +25,21 @@ pub struct WrittenChunk {
 #[derive(Clone)]
 pub struct ChunkService {
     store: Arc<dyn ChunkStore>,
-    placement: Placement,
+    policy: Arc<PlacementPolicy>,
 }
 
 impl ChunkService {
-    /// A service writing new chunks to `placement` in `store`.
+    /// A service writing every new chunk to `placement` in `store`.
     pub fn new(store: Arc<dyn ChunkStore>, placement: Placement) -> Self {
-        ChunkService { store, placement }
+        Self::with_policy(store, PlacementPolicy::new(placement))
+    }
+
+    /// A service writing new chunks to the pool `policy` picks per tenant and workload.
+    pub fn with_policy(store: Arc<dyn ChunkStore>, policy: PlacementPolicy) -> Self {
+        ChunkService {
+            store,
+            policy: Arc::new(policy),
+        }
     }
 
     /// The underlying store.
@@ -204,7 +214,8 @@ impl ChunkService {
             });
         }
         let frame = Self::seal_buffer(tenant, id, key, buffer)?;
-        self.store.put(tenant, id, frame, &self.placement).await?;
+        let placement = self.policy.placement_for(tenant, None);
+        self.store.put(tenant, id, frame, placement).await?;
         Ok(WrittenChunk {
             id,
             len,
@@ -213,7 +224,8 @@ impl ChunkService {
     }
 
     /// Stores a frame of chunk `id` sealed elsewhere (by a native client that holds the
-    /// tenant's keys); `true` if the tenant already had the chunk and nothing was written.
+    /// tenant's keys, running as `workload` when its identity names one); `true` if the tenant
+    /// already had the chunk and nothing was written.
     ///
     /// Before storing, the frame is opened with the tenant's DEK of its epoch and the keyed
     /// BLAKE3 of the plaintext must equal `id`: a chunk id is a promise about content that later
@@ -224,6 +236,7 @@ impl ChunkService {
         tenant: TenantId,
         id: ChunkId,
         frame: Bytes,
+        workload: Option<&str>,
         addressing: &AddressingKey,
         key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
     ) -> Result<bool, ChunkError> {
@@ -232,7 +245,8 @@ impl ChunkService {
             return Ok(true);
         }
         verify_sealed(&header, &frame, addressing, key_for_epoch)?;
-        self.store.put(tenant, id, frame, &self.placement).await?;
+        let placement = self.policy.placement_for(tenant, workload);
+        self.store.put(tenant, id, frame, placement).await?;
         Ok(false)
     }
 

@@ -39,7 +39,7 @@ impl Fixture {
     async fn upload(&self, id: ChunkId, frame: Bytes) -> Result<bool, ChunkError> {
         let key = Arc::clone(&self.key);
         self.service
-            .store_sealed(TENANT, id, frame, &self.addressing, &move |epoch| {
+            .store_sealed(TENANT, id, frame, None, &self.addressing, &move |epoch| {
                 (epoch == key.epoch()).then(|| Arc::clone(&key))
             })
             .await

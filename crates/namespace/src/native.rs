@@ -33,19 +33,27 @@ impl TenantNamespace {
         u32::try_from(chunk_size).unwrap_or(u32::MAX)
     }
 
-    /// Stores chunk `id` sealed by a client; checks the frame's header and checksums, opens it
-    /// and checks that its plaintext has content address `id` first.
+    /// Stores chunk `id` sealed by a client (running as `workload`, when its identity names
+    /// one: the placement policy may give a workload its own pool); checks the frame's header
+    /// and checksums, opens it and checks that its plaintext has content address `id` first.
     /// Returns `true` when the tenant already had the chunk (nothing written).
     pub async fn store_sealed_chunk(
         &self,
         id: ChunkId,
         frame: Bytes,
+        workload: Option<&str>,
     ) -> Result<bool, NamespaceError> {
         let (chunks, keyring, _) = self.chunk_parts();
+        let key_for_epoch = |epoch| keyring.epoch(epoch).ok();
         chunks
-            .store_sealed(self.tenant(), id, frame, keyring.addressing(), &|epoch| {
-                keyring.epoch(epoch).ok()
-            })
+            .store_sealed(
+                self.tenant(),
+                id,
+                frame,
+                workload,
+                keyring.addressing(),
+                &key_for_epoch,
+            )
             .await
             .map_err(|error| from_chunk_error(error, &format!("storing chunk {id}")))
     }

@@ -72,6 +72,7 @@ impl ReplicatedChunkStore {
         tenant: TenantId,
         id: ChunkId,
         frame: Bytes,
+        pool: &PoolName,
     ) -> Result<(), ChunkError> {
         let (targets, needed) = self.targets(tenant);
         let mut pending: FuturesUnordered<_> = targets
@@ -80,9 +81,10 @@ impl ReplicatedChunkStore {
                 let node = *node;
                 let peers = Arc::clone(&self.peers);
                 let frame = frame.clone();
+                let pool = pool.0.clone();
                 // Spawned: copies beyond the quorum complete in the background (bounded).
                 tokio::spawn(async move {
-                    let result = put_one(&peers, node, tenant, id, frame).await;
+                    let result = put_one(&peers, node, tenant, id, frame, &pool).await;
                     (node, result)
                 })
             })
@@ -147,12 +149,14 @@ impl ReplicatedChunkStore {
     }
 }
 
+/// Sends a copy of a chunk to `node`, for its pool `pool` (empty: the node's default pool).
 pub(super) async fn put_one(
     peers: &Peers,
     node: u64,
     tenant: TenantId,
     id: ChunkId,
     frame: Bytes,
+    pool: &str,
 ) -> Result<(), String> {
     let mut client = peers.client(node).map_err(|error| error.to_string())?;
     let mut request = tonic::Request::new(PutChunkRequest {
@@ -160,6 +164,7 @@ pub(super) async fn put_one(
         tenant: tenant.0,
         chunk_id: id.0.to_vec(),
         frame: frame.to_vec(),
+        pool: pool.to_owned(),
     });
     request.set_timeout(PUT_TIMEOUT);
     match tokio::time::timeout(PUT_TIMEOUT, client.put_chunk(request)).await {
@@ -185,7 +190,7 @@ impl ChunkStore for ReplicatedChunkStore {
             // latency per chunk instead of two.
             let (local, remote) = tokio::join!(
                 self.local.put(tenant, id, frame.clone(), placement),
-                self.put_remote(tenant, id, frame)
+                self.put_remote(tenant, id, frame, &placement.pool)
             );
             local.and(remote)
         })

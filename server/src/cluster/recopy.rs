@@ -75,7 +75,7 @@ pub async fn recopy(
                 let mut results = Vec::new();
                 for node in targets {
                     results.push(
-                        put_one(&peers, node, tenant, id, frame.clone())
+                        put_one(&peers, node, tenant, id, frame.clone(), "")
                             .await
                             .map_err(|error| format!("chunk {id} to node {node}: {error}")),
                     );

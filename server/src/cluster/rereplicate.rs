@@ -250,7 +250,7 @@ impl Rereplicator {
                     .map_err(|error| format!("chunk {id}: {error}"))?;
                 let bytes = frame.len();
                 pacer.admit(bytes).await;
-                put_one(&self.peers, node, tenant, id, frame)
+                put_one(&self.peers, node, tenant, id, frame, "")
                     .await
                     .map(|()| bytes)
                     .map_err(|error| format!("chunk {id} to node {node}: {error}"))

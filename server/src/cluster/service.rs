@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kiseki_chunk::{ChunkError, ChunkHeader, ChunkStore, Placement};
+use kiseki_chunk::{ChunkError, ChunkHeader, ChunkStore, Placement, PoolName};
 use kiseki_log::MembershipChange;
 use kiseki_namespace::Namespace;
 use kiseki_proto::cluster::v1::cluster_server::Cluster;
@@ -94,8 +94,17 @@ impl Cluster for ClusterService {
         let id = chunk_id(&request.chunk_id)?;
         // The frame must at least be one of this chunk (tenant and id bound in the header).
         ChunkHeader::decode(&request.frame, tenant, id).map_err(|error| chunk_status(&error))?;
+        let named;
+        let placement = if request.pool.is_empty() {
+            &self.placement
+        } else {
+            named = Placement {
+                pool: PoolName(request.pool),
+            };
+            &named
+        };
         self.local
-            .put(tenant, id, Bytes::from(request.frame), &self.placement)
+            .put(tenant, id, Bytes::from(request.frame), placement)
             .await
             .map_err(|error| chunk_status(&error))?;
         Ok(Response::new(PutChunkReply {}))

@@ -21,6 +21,7 @@ use tonic::Status;
 use super::client_cert::CertIdentities;
 use super::tls::ClientCerts;
 use crate::access_keys::AccessKey;
+use crate::cluster::tls::ClientIdentity;
 
 /// Shortest time between two reloads of the key file.
 const RELOAD_INTERVAL_MIN: Duration = Duration::from_secs(1);
@@ -47,13 +48,13 @@ impl Authenticator {
         }
     }
 
-    /// The caller's tenant: from the client certificate chain in `peer_certs` (leaf first; its
-    /// chain is verified here), else from the access key in `metadata`.
+    /// The caller's tenant and workload: from the client certificate chain in `peer_certs`
+    /// (leaf first; its chain is verified here), else from the access key in `metadata`.
     pub fn authenticate(
         &self,
         metadata: &MetadataMap,
         peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-    ) -> Result<TenantId, Status> {
+    ) -> Result<ClientIdentity, Status> {
         let chain = peer_certs.filter(|certs| !certs.is_empty());
         let Some(chain) = chain.filter(|_| self.client_certs != ClientCerts::Off) else {
             if self.client_certs == ClientCerts::Required {
@@ -69,7 +70,7 @@ impl Authenticator {
             .identify(&chain)
             .map_err(Status::unauthenticated)?;
         if metadata.contains_key(ACCESS_KEY_HEADER) {
-            let key_tenant = self.authenticate_key(metadata)?;
+            let key_tenant = self.authenticate_key(metadata)?.tenant;
             if key_tenant != identity.tenant {
                 return Err(Status::permission_denied(format!(
                     "the access key is for tenant {} but the client certificate identifies \
@@ -80,11 +81,11 @@ impl Authenticator {
                 )));
             }
         }
-        Ok(identity.tenant)
+        Ok(identity)
     }
 
-    /// The tenant of the access key in `metadata`.
-    fn authenticate_key(&self, metadata: &MetadataMap) -> Result<TenantId, Status> {
+    /// The tenant and workload of the access key in `metadata`.
+    fn authenticate_key(&self, metadata: &MetadataMap) -> Result<ClientIdentity, Status> {
         let header = |name: &str| {
             metadata
                 .get(name)
@@ -107,14 +108,18 @@ impl Authenticator {
         })
     }
 
-    fn check(&self, id: &str, secret: &str) -> Option<TenantId> {
+    fn check(&self, id: &str, secret: &str) -> Option<ClientIdentity> {
         let keys = self
             .keys
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let key = keys.0.iter().find(|key| key.access_key_id == id)?;
-        constant_time_equal(key.secret_access_key.as_bytes(), secret.as_bytes())
-            .then_some(TenantId(key.tenant))
+        constant_time_equal(key.secret_access_key.as_bytes(), secret.as_bytes()).then(|| {
+            ClientIdentity {
+                tenant: TenantId(key.tenant),
+                workload: key.workload.clone(),
+            }
+        })
     }
 
     fn reload(&self) {

@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use self::auth::Authenticator;
 use self::keys::KeyMaterialSource;
 use self::tls::NativeSecurity;
+use crate::cluster::tls::ClientIdentity;
 
 /// Most calls in flight on one connection.
 const REQUESTS_PER_CONNECTION_MAX: usize = 256;
@@ -145,10 +146,23 @@ fn chunk_id(bytes: &[u8]) -> Result<ChunkId, Status> {
 
 impl NativeServer {
     async fn tenant<T>(&self, request: &Request<T>) -> Result<Arc<TenantNamespace>, Status> {
-        let tenant = self
+        Ok(self.caller(request).await?.0)
+    }
+
+    /// The caller's namespace and identity (tenant and workload).
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(Arc<TenantNamespace>, ClientIdentity), Status> {
+        let identity = self
             .auth
             .authenticate(request.metadata(), request.peer_certs())?;
-        self.namespace.tenant(tenant).await.map_err(status)
+        let namespace = self
+            .namespace
+            .tenant(identity.tenant)
+            .await
+            .map_err(status)?;
+        Ok((namespace, identity))
     }
 }
 
@@ -507,7 +521,7 @@ impl NativeService for NativeServer {
         &self,
         request: Request<Streaming<wire::ChunkPiece>>,
     ) -> Result<Response<wire::PutChunkResponse>, Status> {
-        let namespace = self.tenant(&request).await?;
+        let (namespace, caller) = self.caller(&request).await?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -523,7 +537,7 @@ impl NativeService for NativeServer {
         }
         let frame = frame.finish().map_err(assembly_error)?;
         let deduplicated = namespace
-            .store_sealed_chunk(id, frame)
+            .store_sealed_chunk(id, frame, Some(&caller.workload))
             .await
             .map_err(status)?;
         let mut attr = None;
