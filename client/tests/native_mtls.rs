@@ -533,9 +533,10 @@ fn chunk_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The placement policy picks a pool per tenant and per workload, and the workload comes from
-/// the client certificate: tenant 1's `training` writes land in pool `fast`, its other
-/// workloads in pool `archive` (the tenant's rule), nothing in the default pool; every
-/// workload of the tenant reads every file back, wherever its chunks are.
+/// the client certificate (or, over S3, the access key): tenant 1's `training` writes land in
+/// pool `fast`, its other workloads in pool `archive` (the tenant's rule), an S3 PUT with the
+/// dev key (workload `dev`) in pool `general`; every workload of the tenant reads every file
+/// back, wherever its chunks are.
 #[test]
 fn a_workloads_writes_go_to_the_pool_its_policy_names() {
     let dir = temp_dir();
@@ -551,7 +552,7 @@ fn a_workloads_writes_go_to_the_pool_its_policy_names() {
                - {{ name: archive, device_class: bulk-nvme, path: archive }}\n\
              placement:\n  \
                tenants: {{ 1: archive }}\n  \
-               workloads: {{ \"1/training\": fast }}\n",
+               workloads: {{ \"1/training\": fast, \"1/dev\": general }}\n",
             data.display()
         ),
     )
@@ -586,6 +587,21 @@ fn a_workloads_writes_go_to_the_pool_its_policy_names() {
     assert_eq!(fs::read(path_etl.join("model.bin")).unwrap(), model);
     assert_eq!(fs::read(path_training.join("table.bin")).unwrap(), table);
     drop(mount_training);
+
+    // Over S3 the workload is the access key's: the dev key's `dev` has its own rule.
+    fs::create_dir(path_etl.join("uploads")).unwrap();
+    common::boto3(
+        &server,
+        "s3.put_object(Bucket='uploads', Key='blob', Body=bytes(range(256)) * 1024)",
+    );
+    assert!(
+        pool("general") >= 1,
+        "the S3 PUT follows the dev workload's rule"
+    );
+    assert_eq!(
+        fs::read(path_etl.join("uploads/blob")).unwrap(),
+        (0..=255u8).cycle().take(256 * 1024).collect::<Vec<u8>>()
+    );
 
     // A policy naming a pool that does not exist stops the server at start, naming it.
     let bad = dir.path().join("bad.yaml");

@@ -282,3 +282,26 @@ impl Fixture {
         self.mount.path.join(relative)
     }
 }
+
+/// Runs a small boto3 program against the server's S3 endpoint; returns its stdout.
+pub fn boto3(server: &Server, program: &str) -> Vec<u8> {
+    let endpoint = server
+        .s3_endpoint
+        .as_deref()
+        .expect("the server prints its S3 endpoint");
+    let script = format!(
+        "import boto3, sys\n\
+         s3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{}', aws_secret_access_key='{}', region_name='us-east-1')\n{program}",
+        server.access_key, server.secret_key
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}

@@ -204,6 +204,20 @@ impl ChunkService {
         key: &DataKey,
         buffer: ChunkBuffer,
     ) -> Result<WrittenChunk, ChunkError> {
+        self.write_buffer_for(tenant, None, addressing, key, buffer)
+            .await
+    }
+
+    /// Like [`Self::write_buffer`], for a writer running as `workload` (the placement policy
+    /// may give a workload its own pool).
+    pub async fn write_buffer_for(
+        &self,
+        tenant: TenantId,
+        workload: Option<&str>,
+        addressing: &AddressingKey,
+        key: &DataKey,
+        buffer: ChunkBuffer,
+    ) -> Result<WrittenChunk, ChunkError> {
         let id = addressing.chunk_id(buffer.plaintext());
         let len = buffer.len() as u32;
         if self.store.contains(tenant, id).await? {
@@ -214,7 +228,7 @@ impl ChunkService {
             });
         }
         let frame = Self::seal_buffer(tenant, id, key, buffer)?;
-        let placement = self.policy.placement_for(tenant, None);
+        let placement = self.policy.placement_for(tenant, workload);
         self.store.put(tenant, id, frame, placement).await?;
         Ok(WrittenChunk {
             id,

@@ -220,6 +220,12 @@ pub struct ObjectWriter {
 }
 
 impl ObjectWriter {
+    /// Writes as `workload` (see [`ChunkWriter::for_workload`]).
+    pub fn for_workload(mut self, workload: &str) -> Self {
+        self.writer = self.writer.for_workload(workload);
+        self
+    }
+
     /// Adds bytes.
     pub async fn write(&mut self, data: Bytes) -> Result<(), NamespaceError> {
         self.writer.write(&data).await?;

@@ -40,6 +40,8 @@ pub struct ChunkWriter {
     )>,
     stored_bytes: u64,
     result: WrittenData,
+    /// The writer's workload, when its identity names one (placement policy).
+    workload: Option<Arc<str>>,
 }
 
 impl ChunkWriter {
@@ -58,7 +60,14 @@ impl ChunkWriter {
             in_flight: VecDeque::new(),
             stored_bytes: 0,
             result: WrittenData::default(),
+            workload: None,
         }
+    }
+
+    /// Writes as `workload`: new chunks go to the pool the placement policy names for it.
+    pub fn for_workload(mut self, workload: &str) -> Self {
+        self.workload = Some(Arc::from(workload));
+        self
     }
 
     /// Adds bytes to the stream.
@@ -106,12 +115,22 @@ impl ChunkWriter {
         );
         let offset = self.stored_bytes;
         self.stored_bytes += data.len() as u64;
-        let (tenant, chunks, keyring) =
-            (self.tenant, self.chunks.clone(), Arc::clone(&self.keyring));
+        let (tenant, chunks, keyring, workload) = (
+            self.tenant,
+            self.chunks.clone(),
+            Arc::clone(&self.keyring),
+            self.workload.clone(),
+        );
         let task = tokio::spawn(async move {
             let key = keyring.current();
             chunks
-                .write_buffer(tenant, keyring.addressing(), &key, data)
+                .write_buffer_for(
+                    tenant,
+                    workload.as_deref(),
+                    keyring.addressing(),
+                    &key,
+                    data,
+                )
                 .await
         });
         self.in_flight.push_back((offset, task));

@@ -32,6 +32,11 @@ impl KisekiS3 {
 
     /// The namespace of the tenant whose key signed the request.
     async fn tenant<T>(&self, request: &S3Request<T>) -> S3Result<Arc<TenantNamespace>> {
+        Ok(self.caller(request).await?.0)
+    }
+
+    /// The namespace of the tenant whose key signed the request, and the key's workload.
+    async fn caller<T>(&self, request: &S3Request<T>) -> S3Result<(Arc<TenantNamespace>, String)> {
         let credentials = request
             .credentials
             .as_ref()
@@ -40,10 +45,12 @@ impl KisekiS3 {
             .keys
             .find(&credentials.access_key)
             .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-        self.namespace
+        let namespace = self
+            .namespace
             .tenant(TenantId(key.tenant))
             .await
-            .map_err(namespace_error)
+            .map_err(namespace_error)?;
+        Ok((namespace, key.workload.clone()))
     }
 }
 
@@ -305,7 +312,7 @@ impl S3 for KisekiS3 {
         &self,
         request: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let namespace = self.tenant(&request).await?;
+        let (namespace, workload) = self.caller(&request).await?;
         let input = request.input;
         if input
             .content_length
@@ -328,7 +335,7 @@ impl S3 for KisekiS3 {
             expires: input.expires,
         };
         let metadata = convert::object_metadata(input.metadata, headers);
-        let writer = namespace.object_writer();
+        let writer = namespace.object_writer().for_workload(&workload);
         let (data, md5) = body::store(
             writer,
             input.body,
@@ -664,7 +671,7 @@ impl S3 for KisekiS3 {
         &self,
         request: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let namespace = self.tenant(&request).await?;
+        let (namespace, workload) = self.caller(&request).await?;
         let input = request.input;
         let number = part_number(input.part_number)?;
         if input
@@ -679,7 +686,7 @@ impl S3 for KisekiS3 {
         namespace
             .check_upload(&input.bucket, &input.key, &input.upload_id)
             .map_err(s3_error)?;
-        let writer = namespace.object_writer();
+        let writer = namespace.object_writer().for_workload(&workload);
         let (data, md5) = body::store(
             writer,
             input.body,
