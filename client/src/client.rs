@@ -795,7 +795,7 @@ impl Client {
     }
 
     /// Reads up to `size` bytes at `offset`; short only at the end of the file.
-    pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Bytes> {
         let file = self.handle(handle)?;
         let dirty_overlay = {
             let mut state = file.state.lock().await;
@@ -816,7 +816,7 @@ impl Client {
         let file_size = layout.size.max(dirty_end);
         let end = wanted_end.min(file_size);
         if end <= offset {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         // Read ahead for a sequential reader: the kernel's read-ahead requests may arrive out
         // of order on several threads, so "near the last read's end" counts as sequential.
@@ -841,26 +841,38 @@ impl Client {
             needed.iter().map(|extent| self.chunk(extent.chunk, bypass)),
         )
         .await?;
-        let mut out = vec![0u8; (end - offset) as usize];
-        for (extent, plaintext) in needed.into_iter().zip(plaintexts) {
-            let from = extent.file_offset.max(offset);
-            let to = extent.end().min(end);
-            let start_in_chunk =
-                extent.chunk_offset as usize + (from - extent.file_offset) as usize;
-            let source = plaintext
-                .get(start_in_chunk..start_in_chunk + (to - from) as usize)
+        let slice_of = |extent: &Extent, plaintext: &Bytes, from: u64, to: u64| {
+            let start = extent.chunk_offset as usize + (from - extent.file_offset) as usize;
+            let range = start..start + (to - from) as usize;
+            plaintext
+                .get(range.clone())
+                .map(|_| plaintext.slice(range))
                 .ok_or_else(|| {
                     NamespaceError::new(
                         ErrorKind::Corrupt,
                         format!("chunk {} is shorter than its extent", extent.chunk),
                     )
-                })?;
-            out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(source);
+                })
+        };
+        // The common case, one chunk covering the whole read: hand out a slice of it (no copy).
+        if let ([extent], [plaintext], None) =
+            (needed.as_slice(), plaintexts.as_slice(), &dirty_overlay)
+        {
+            if extent.file_offset <= offset && extent.end() >= end {
+                return slice_of(extent, plaintext, offset, end);
+            }
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        for (extent, plaintext) in needed.into_iter().zip(plaintexts) {
+            let from = extent.file_offset.max(offset);
+            let to = extent.end().min(end);
+            let source = slice_of(extent, &plaintext, from, to)?;
+            out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(&source);
         }
         if let Some((dirty, _)) = &dirty_overlay {
             dirty.overlay(offset, &mut out);
         }
-        Ok(out)
+        Ok(Bytes::from(out))
     }
 
     /// The layout of `file` covering `[offset, end)`: the handle's cached window if it covers
