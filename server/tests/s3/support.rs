@@ -34,18 +34,29 @@ fn banner_value(banner: &[String], label: &str) -> String {
 impl Server {
     /// Starts a server on `data_dir` (ports picked by the kernel, read from the banner).
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiseki-server"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--dev",
-                "--s3-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--native-listen",
-                "127.0.0.1:0",
-            ])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiseki-server"));
+        command.arg("--data-dir").arg(data_dir).args([
+            "--dev",
+            "--s3-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--native-listen",
+            "127.0.0.1:0",
+        ]);
+        Self::spawn(command)
+    }
+
+    /// Starts a server from the site config at `config`.
+    pub fn start_with_config(config: &Path) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiseki-server"));
+        command.arg("--config").arg(config);
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (a `kiseki-server`) and waits for its `ready` line.
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .env("KISEKI_LOG", "warn,s3s=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -76,7 +87,7 @@ impl Server {
             metrics_url: banner_value(&banner, "metrics:"),
             access_key: banner_value(&banner, "S3 access key:"),
             secret_key: banner_value(&banner, "S3 secret key:"),
-            data_dir: data_dir.to_owned(),
+            data_dir: PathBuf::from(banner_value(&banner, "data dir:")),
         }
     }
 
