@@ -23,48 +23,59 @@ struct Server {
 }
 
 impl Server {
+    /// Starts the key server on free ports. A port found free can be taken by another test
+    /// before the server binds it; then the server exits at start and is tried again on new
+    /// ports (3 attempts, the reason is in `log`).
     fn start(data_dir: &Path, log: &Path) -> Server {
-        let (grpc, metrics) = (free_address(), free_address());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiseki-keyserver"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--listen",
-                &grpc.to_string(),
-                "--metrics-listen",
-                &metrics.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            grpc,
-            metrics,
-        };
-        server.wait_until_listening();
-        server
+        for _ in 0..3 {
+            let (grpc, metrics) = (free_address(), free_address());
+            let log_file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_kiseki-keyserver"))
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args([
+                    "--listen",
+                    &grpc.to_string(),
+                    "--metrics-listen",
+                    &metrics.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .unwrap();
+            let mut server = Server {
+                child,
+                grpc,
+                metrics,
+            };
+            if server.wait_until_listening() {
+                return server;
+            }
+        }
+        panic!(
+            "key server exited at start three times: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
     }
 
-    fn wait_until_listening(&mut self) {
+    /// Waits until both ports accept; `false` if the process exited first.
+    fn wait_until_listening(&mut self) -> bool {
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(self.grpc).is_err() || TcpStream::connect(self.metrics).is_err() {
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "key server exited at start"
-            );
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
             assert!(
                 Instant::now() < deadline,
                 "key server did not start listening"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     fn source(&self) -> RemoteKeySource {
