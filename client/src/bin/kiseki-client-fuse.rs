@@ -118,6 +118,11 @@ struct Args {
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     request_timeout: u64,
 
+    /// Fetch chunk frames inside TLS even when the server runs a bulk channel (which carries
+    /// only sealed frames, on connections proven with a session key granted over TLS).
+    #[arg(long)]
+    no_bulk: bool,
+
     /// The cache agent's control socket, for the `kiseki` CLI [default: /run/kiseki/agent.sock].
     #[arg(long, env = SOCKET_ENV, value_name = "PATH")]
     agent_socket: Option<PathBuf>,
@@ -1011,6 +1016,7 @@ fn main() -> anyhow::Result<()> {
         access_key: args.access_key.clone().zip(args.secret_key.clone()),
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        bulk: !args.no_bulk,
     };
     let socket_path = settings
         .agent_socket

@@ -108,6 +108,18 @@ impl Server {
 
     /// A server with `extra` command-line arguments.
     pub fn start_with(data_dir: &Path, native_port: u16, extra: &[&str]) -> Server {
+        // Chunk frames over the bulk channel, as in the dev configuration.
+        let mut args = vec!["--native-bulk-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::spawn(data_dir, native_port, &args)
+    }
+
+    /// A server that runs no bulk channel: chunk frames travel inside TLS.
+    pub fn start_without_bulk(data_dir: &Path, native_port: u16) -> Server {
+        Server::spawn(data_dir, native_port, &[])
+    }
+
+    fn spawn(data_dir: &Path, native_port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new(binary("kiseki-server"))
             .arg("--data-dir")
             .arg(data_dir)

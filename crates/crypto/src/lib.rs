@@ -10,6 +10,7 @@
 //! network I/O, and never decide where data lives.
 
 mod aead;
+mod channel;
 mod durable;
 mod error;
 mod internal_kms;
@@ -20,6 +21,7 @@ mod manager;
 mod source;
 
 pub use aead::{open_in_place, open_into, seal_in_place, CryptoError, NONCE_BYTES, TAG_BYTES};
+pub use channel::{ChannelKey, CHANNEL_PROOF_BYTES};
 pub use error::KeyError;
 pub use internal_kms::InternalKms;
 pub use keyring::{TenantKeyMaterial, TenantKeyring, DEK_EPOCHS_MAX};

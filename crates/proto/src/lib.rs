@@ -6,6 +6,7 @@
 //! domain errors to gRPC statuses. It must never hold policy or state beyond client caches, and
 //! never change a field number of a published message: add fields, add `v2` packages.
 
+pub mod bulk;
 mod chunk_pieces;
 mod key_material;
 mod native;

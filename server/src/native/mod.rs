@@ -10,6 +10,7 @@
 
 mod accept;
 mod auth;
+pub mod bulk;
 mod client_cert;
 pub mod keys;
 pub mod tls;
@@ -54,6 +55,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     listen: SocketAddr,
     security: &NativeSecurity,
+    bulk: Option<Arc<bulk::BulkSessions>>,
     namespace: Arc<Namespace>,
     data_dir: PathBuf,
     keys: KeyMaterialSource,
@@ -71,6 +73,7 @@ pub async fn serve(
         ),
         keys,
         data_dir,
+        bulk,
     };
     let service = NativeServiceServer::new(service)
         .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
@@ -105,6 +108,7 @@ struct NativeServer {
     auth: Authenticator,
     keys: KeyMaterialSource,
     data_dir: PathBuf,
+    bulk: Option<Arc<bulk::BulkSessions>>,
 }
 
 fn status(error: NamespaceError) -> Status {
@@ -581,5 +585,25 @@ impl NativeService for NativeServer {
             })
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
+    }
+
+    async fn open_bulk_session(
+        &self,
+        request: Request<wire::Empty>,
+    ) -> Result<Response<wire::BulkSession>, Status> {
+        let Some(bulk) = &self.bulk else {
+            return Err(Status::unimplemented("this server runs no bulk channel"));
+        };
+        let peer = request
+            .remote_addr()
+            .ok_or_else(|| Status::failed_precondition("the caller's address is unknown"))?;
+        let (_, identity) = self.caller(&request).await?;
+        let grant = bulk.grant(identity, peer.ip()).map_err(status)?;
+        Ok(Response::new(wire::BulkSession {
+            port: u32::from(grant.port),
+            session_id: grant.session_id.to_vec(),
+            key: grant.key,
+            valid_for_ms: grant.valid_for.as_millis() as u64,
+        }))
     }
 }

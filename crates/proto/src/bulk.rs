@@ -1,0 +1,114 @@
+//! The native bulk channel: sealed chunk frames over plain TCP, beside the TLS gRPC service.
+//!
+//! Chunk frames are AES-256-GCM ciphertext whose associated data binds tenant and chunk id, so
+//! a frame is as safe on a plain connection as inside TLS: an observer sees ciphertext and
+//! chunk ids (keyed content addresses), a tampered or swapped frame fails to open. Encrypting
+//! it a second time for TLS costs both ends a cipher pass and three copies. Only chunk frames
+//! travel here; metadata, keys and credentials stay on the TLS channel. Like an RDMA transport,
+//! the channel has no record encryption; unlike a bare one, every connection is authenticated:
+//!
+//! 1. Over TLS the client calls `OpenBulkSession`; the server answers port, session id and a
+//!    session key, bound to the caller's identity and IP address.
+//! 2. On a new TCP connection the server sends [`MAGIC`] and a fresh nonce; the client answers
+//!    the session id and `HMAC-SHA256(key, MAGIC | nonce | session id)`; the server replies
+//!    with a reply header (status, message).
+//! 3. Then, one at a time: request `[OP_GET_CHUNK][chunk id]`, reply header `[status][u32 BE
+//!    length]` and that many bytes: the sealed frame, or a UTF-8 error message.
+
+use kiseki_types::ErrorKind;
+
+/// First bytes the server sends on a connection (protocol and version).
+pub const MAGIC: &[u8; 8] = b"KSKBULK1";
+/// Bytes of the server's nonce.
+pub const NONCE_BYTES: usize = 32;
+/// Bytes of a session id.
+pub const SESSION_ID_BYTES: usize = 16;
+/// Bytes of the client's hello: session id and proof.
+pub const CLIENT_HELLO_BYTES: usize = SESSION_ID_BYTES + kiseki_crypto::CHANNEL_PROOF_BYTES;
+/// The one operation: fetch a sealed chunk frame.
+pub const OP_GET_CHUNK: u8 = 1;
+/// Bytes of a request: operation and chunk id.
+pub const REQUEST_BYTES: usize = 1 + 32;
+/// Bytes of a reply header: status and payload length.
+pub const REPLY_HEADER_BYTES: usize = 5;
+/// Longest error message a reply carries.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 4096;
+
+/// The bytes a proof covers.
+pub fn proof_context(
+    nonce: &[u8; NONCE_BYTES],
+    session_id: &[u8; SESSION_ID_BYTES],
+) -> [u8; 8 + NONCE_BYTES + SESSION_ID_BYTES] {
+    let mut context = [0u8; 8 + NONCE_BYTES + SESSION_ID_BYTES];
+    context[..8].copy_from_slice(MAGIC);
+    context[8..8 + NONCE_BYTES].copy_from_slice(nonce);
+    context[8 + NONCE_BYTES..].copy_from_slice(session_id);
+    context
+}
+
+/// Status byte of a successful reply.
+pub const STATUS_OK: u8 = 0;
+
+/// The status byte for an error of `kind`.
+pub fn status_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::NotFound => 1,
+        ErrorKind::PermissionDenied => 2,
+        ErrorKind::Corrupt => 3,
+        ErrorKind::Unavailable => 4,
+        ErrorKind::InvalidArgument => 5,
+        ErrorKind::Stale => 6,
+        _ => 7,
+    }
+}
+
+/// The error kind of a status byte other than [`STATUS_OK`].
+pub fn kind_of(status: u8) -> ErrorKind {
+    match status {
+        1 => ErrorKind::NotFound,
+        2 => ErrorKind::PermissionDenied,
+        3 => ErrorKind::Corrupt,
+        4 => ErrorKind::Unavailable,
+        5 => ErrorKind::InvalidArgument,
+        6 => ErrorKind::Stale,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
+/// A reply header.
+pub fn reply_header(status: u8, len: u32) -> [u8; REPLY_HEADER_BYTES] {
+    let mut header = [0u8; REPLY_HEADER_BYTES];
+    header[0] = status;
+    header[1..].copy_from_slice(&len.to_be_bytes());
+    header
+}
+
+/// Status and length of a reply header.
+pub fn parse_reply_header(header: &[u8; REPLY_HEADER_BYTES]) -> (u8, u32) {
+    (
+        header[0],
+        u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_a_client_acts_on_survives_the_wire() {
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Corrupt,
+            ErrorKind::Unavailable,
+            ErrorKind::InvalidArgument,
+            ErrorKind::Stale,
+        ] {
+            assert_ne!(status_of(kind), STATUS_OK);
+            assert_eq!(kind_of(status_of(kind)), kind);
+        }
+        let header = reply_header(3, 4 << 20);
+        assert_eq!(parse_reply_header(&header), (3, 4 << 20));
+    }
+}
