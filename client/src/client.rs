@@ -128,6 +128,9 @@ struct OpenFile {
 }
 
 /// A window of a file's layout kept by an open handle.
+/// Largest file whose one chunk an open brings along (its read then needs no round trip).
+const INLINE_FILE_BYTES_MAX: u32 = 256 * 1024;
+
 struct CachedLayout {
     /// `FileState::generation` it was fetched at.
     generation: u64,
@@ -606,23 +609,50 @@ impl Client {
 
     // ---- Open files ----
 
-    /// Opens a file: attributes are fetched fresh from the server (close-to-open). Returns the
-    /// handle, the attributes and whether they changed since this client last saw them.
-    pub async fn open(&self, inode: InodeId, append: bool) -> Result<(u64, Node, bool)> {
+    /// Opens a file: attributes are fetched fresh from the server (close-to-open). For a
+    /// reader the same round trip brings the layout of the first window and, for a small file,
+    /// its one chunk. Returns the handle, the attributes and whether they changed since this
+    /// client last saw them.
+    pub async fn open(
+        &self,
+        inode: InodeId,
+        append: bool,
+        reading: bool,
+    ) -> Result<(u64, Node, bool)> {
         // A pinned file's attributes are its snapshot's (the pinned-metadata rule).
-        let fresh = match self.pinned.node(inode) {
-            Some(node) => node,
-            None => self.transport.getattr(inode).await?,
+        if let Some(node) = self.pinned.node(inode) {
+            return self.open_node(node, append, None).await;
+        }
+        let bypass = self.bypasses(inode);
+        let (layout_len, inline_max) = match (reading, bypass) {
+            (false, _) => (0, 0),
+            (true, true) => (self.options.layout_window_bytes, 0),
+            (true, false) => (self.options.layout_window_bytes, INLINE_FILE_BYTES_MAX),
         };
-        self.open_node(fresh, append).await
+        let opened = self.transport.open(inode, layout_len, inline_max).await?;
+        if let Some((id, frame)) = opened.inline {
+            // A frame that does not open is left for the read to fetch and report.
+            let keys = |epoch| self.keyring.epoch(epoch).ok();
+            if let Ok(plaintext) = ChunkService::open(self.tenant, id, frame, &keys) {
+                self.cache.insert(id, plaintext);
+            }
+        }
+        let layout = opened.layout.map(|layout| (layout, layout_len));
+        self.open_node(opened.node, append, layout).await
     }
 
     /// Opens a file this client just created (its attributes are fresh already).
     pub async fn open_created(&self, node: Node, append: bool) -> Result<(u64, Node, bool)> {
-        self.open_node(node, append).await
+        self.open_node(node, append, None).await
     }
 
-    async fn open_node(&self, fresh: Node, append: bool) -> Result<(u64, Node, bool)> {
+    /// Registers an open handle of `fresh`, with the layout of `[0, window)` if known.
+    async fn open_node(
+        &self,
+        fresh: Node,
+        append: bool,
+        layout: Option<(Layout, u64)>,
+    ) -> Result<(u64, Node, bool)> {
         let inode = fresh.inode;
         let previous = lock(&self.attrs).get(&inode).map(|(node, _)| node.clone());
         let changed = previous.is_none_or(|old| {
@@ -630,14 +660,31 @@ impl Client {
         });
         self.remember(&fresh);
         let state = Arc::clone(lock(&self.files).entry(inode).or_default());
-        state.lock().await.open_handles += 1;
+        let generation = {
+            let mut state = state.lock().await;
+            state.open_handles += 1;
+            state.generation
+        };
+        let layout = layout.map(|(layout, window)| {
+            let covered_end = match (layout.truncated, layout.extents.last()) {
+                (true, Some(last)) => last.end(),
+                (true, None) => 0,
+                (false, _) => window,
+            };
+            CachedLayout {
+                generation,
+                start: 0,
+                covered_end,
+                layout: Arc::new(layout),
+            }
+        });
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let file = OpenFile {
             inode,
             append,
             state,
             last_read_end: AtomicU64::new(u64::MAX),
-            layout: Mutex::new(None),
+            layout: Mutex::new(layout),
         };
         lock(&self.handles).insert(handle, Arc::new(file));
         Ok((handle, self.with_local(fresh).await, changed))

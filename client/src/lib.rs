@@ -25,6 +25,6 @@ pub use client::{
 pub use dirty::DirtyRanges;
 pub use transport::{
     AttrUpdate, ChannelSecurity, ClientCertificate, DirEntry, FsStats, GrpcOptions, GrpcTransport,
-    Layout, NewNode, Node, Result, SessionInfo, Special, Transport,
+    Layout, NewNode, Node, Opened, Result, SessionInfo, Special, Transport,
 };
 pub use transport::{CountingTransport, RequestCounts, RequestCountsSnapshot};

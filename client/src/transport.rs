@@ -13,10 +13,10 @@ use kiseki_crypto::TenantKeyMaterial;
 use kiseki_proto::namespace::v1 as wire;
 use kiseki_proto::namespace::v1::native_service_client::NativeServiceClient;
 use kiseki_proto::{
-    attr_from_wire, extent_from_wire, extent_to_wire, frame_pieces, kind_from_wire,
-    status_namespace_error, tenant_key_material, FrameAssembler, FrameAssemblyError,
-    ACCESS_KEY_HEADER, H2_FRAME_BYTES_MAX, NATIVE_MESSAGE_BYTES_MAX, NATIVE_PROTOCOL_VERSION,
-    SECRET_KEY_HEADER,
+    attr_from_wire, chunk_id_from_wire, extent_from_wire, extent_to_wire, frame_pieces,
+    kind_from_wire, status_namespace_error, tenant_key_material, FrameAssembler,
+    FrameAssemblyError, ACCESS_KEY_HEADER, H2_FRAME_BYTES_MAX, NATIVE_MESSAGE_BYTES_MAX,
+    NATIVE_PROTOCOL_VERSION, SECRET_KEY_HEADER,
 };
 use kiseki_types::{
     Attributes, ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId, Timestamp,
@@ -74,6 +74,17 @@ pub struct Layout {
     pub extents: Vec<Extent>,
     /// Whether the server stopped early (ask again after the last extent).
     pub truncated: bool,
+}
+
+/// What opening a file brought back.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    /// Fresh attributes.
+    pub node: Node,
+    /// The layout of the window asked for, if the server sent it.
+    pub layout: Option<Layout>,
+    /// The sealed frame of a small file's one chunk, if the server sent it.
+    pub inline: Option<(ChunkId, Bytes)>,
 }
 
 /// File-system figures for `statfs`.
@@ -187,6 +198,17 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<Node>;
     /// The extents of a byte range.
     async fn layout(&self, inode: InodeId, offset: u64, len: u64) -> Result<Layout>;
+    /// Opens a file: fresh attributes and, for a reader (`layout_len` > 0), the layout of
+    /// `[0, layout_len)` and the sealed frame of a file of at most `inline_max` bytes held in
+    /// one chunk, in one round trip where the transport can.
+    async fn open(&self, inode: InodeId, layout_len: u64, inline_max: u32) -> Result<Opened> {
+        let _ = (layout_len, inline_max);
+        Ok(Opened {
+            node: self.getattr(inode).await?,
+            layout: None,
+            inline: None,
+        })
+    }
     /// User metadata of a node.
     async fn metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>>;
     /// Sets or removes one user metadata entry.
@@ -288,6 +310,22 @@ struct AccessKeyHeaders {
 
 fn error(status: Status) -> NamespaceError {
     status_namespace_error(&status)
+}
+
+fn layout_from_wire(reply: wire::LayoutResponse) -> Result<Layout> {
+    let extents = reply
+        .extents
+        .iter()
+        .map(extent_from_wire)
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            NamespaceError::new(ErrorKind::Corrupt, "layout with a malformed chunk id")
+        })?;
+    Ok(Layout {
+        size: reply.size,
+        extents,
+        truncated: reply.truncated,
+    })
 }
 
 fn node(reply: wire::NodeReply) -> Result<Node> {
@@ -782,18 +820,31 @@ impl Transport for GrpcTransport {
             .await
             .map_err(error)?
             .into_inner();
-        let extents = reply
-            .extents
-            .iter()
-            .map(extent_from_wire)
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                NamespaceError::new(ErrorKind::Corrupt, "layout with a malformed chunk id")
-            })?;
-        Ok(Layout {
-            size: reply.size,
-            extents,
-            truncated: reply.truncated,
+        layout_from_wire(reply)
+    }
+
+    async fn open(&self, inode: InodeId, layout_len: u64, inline_max: u32) -> Result<Opened> {
+        let request = self.request(wire::OpenRequest {
+            inode: inode.0,
+            layout_len,
+            inline_file_bytes_max: inline_max,
+        });
+        let reply = self
+            .client()
+            .open(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        let inline = match chunk_id_from_wire(&reply.inline_chunk_id) {
+            Some(id) if !reply.inline_frame.is_empty() => {
+                Some((id, Bytes::from(reply.inline_frame)))
+            }
+            _ => None,
+        };
+        Ok(Opened {
+            node: node(wire::NodeReply { attr: reply.attr })?,
+            layout: reply.layout.map(layout_from_wire).transpose()?,
+            inline,
         })
     }
 
@@ -1051,6 +1102,11 @@ impl Transport for CountingTransport {
     }
     async fn layout(&self, inode: InodeId, offset: u64, len: u64) -> Result<Layout> {
         self.metadata_call().layout(inode, offset, len).await
+    }
+    async fn open(&self, inode: InodeId, layout_len: u64, inline_max: u32) -> Result<Opened> {
+        self.metadata_call()
+            .open(inode, layout_len, inline_max)
+            .await
     }
     async fn metadata(&self, inode: InodeId) -> Result<BTreeMap<String, Vec<u8>>> {
         self.metadata_call().metadata(inode).await

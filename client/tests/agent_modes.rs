@@ -171,3 +171,60 @@ fn a_node_config_with_an_unknown_key_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("disk_byte"), "{stderr}");
 }
+
+fn metadata_calls(agent: &AgentMount) -> u64 {
+    agent.status()["requests"]["metadata"].as_u64().unwrap()
+}
+
+#[test]
+fn opening_a_file_to_read_brings_its_layout_and_a_small_files_chunk() {
+    let dir = tempfile::Builder::new()
+        .prefix("kiseki-open-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let small = pattern(3000, 11);
+    let large = pattern(9 << 20, 12);
+    let (server, writer) =
+        server_and_writer(dir.path(), &[("d/small", &small), ("d/large", &large)]);
+    let agent = AgentMount::start(&server, dir.path(), "agent", 256 << 20);
+    // Names and attributes cached first, so what follows counts the open and the reads only.
+    let small_path = agent.mount.path.join("d/small");
+    let large_path = agent.mount.path.join("d/large");
+    fs::metadata(&small_path).unwrap();
+    fs::metadata(&large_path).unwrap();
+
+    let (metadata, gets) = (metadata_calls(&agent), chunk_gets(&agent));
+    assert!(
+        fs::read(&small_path).unwrap() == small,
+        "small file differs"
+    );
+    assert_eq!(
+        chunk_gets(&agent) - gets,
+        0,
+        "the open carried the small file's chunk"
+    );
+    assert!(
+        metadata_calls(&agent) - metadata <= 2,
+        "one open (and at most one lookup)"
+    );
+
+    let (metadata, gets) = (metadata_calls(&agent), chunk_gets(&agent));
+    assert!(
+        fs::read(&large_path).unwrap() == large,
+        "large file differs"
+    );
+    assert_eq!(chunk_gets(&agent) - gets, 3, "9 MiB in 4 MiB chunks");
+    assert!(
+        metadata_calls(&agent) - metadata <= 2,
+        "the open carried the layout: no layout call"
+    );
+
+    // Close-to-open still holds: a change made elsewhere is what the next open reads.
+    let changed = pattern(2000, 13);
+    fs::write(writer.path.join("d/small"), &changed).unwrap();
+    drop_page_cache();
+    assert!(
+        fs::read(&small_path).unwrap() == changed,
+        "stale small file after reopen"
+    );
+}

@@ -479,7 +479,8 @@ impl Filesystem for KisekiFs {
 
     fn open(&self, _request: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let append = flags.0 & libc::O_APPEND != 0;
-        match self.run(self.client.open(InodeId(ino.0), append)) {
+        let reading = flags.0 & libc::O_ACCMODE != libc::O_WRONLY && flags.0 & libc::O_TRUNC == 0;
+        match self.run(self.client.open(InodeId(ino.0), append, reading)) {
             Ok((handle, _, changed)) => {
                 if changed {
                     // Close-to-open: the kernel re-reads the attributes (size) before reading.

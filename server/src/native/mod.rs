@@ -47,6 +47,8 @@ use crate::cluster::tls::ClientIdentity;
 
 /// Most calls in flight on one connection.
 const REQUESTS_PER_CONNECTION_MAX: usize = 256;
+/// Largest file whose chunk frame an `Open` reply carries.
+const INLINE_FILE_BYTES_MAX: u64 = 1 << 20;
 /// Longest time one call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -220,6 +222,43 @@ impl NativeService for NativeServer {
     ) -> Result<Response<wire::NodeReply>, Status> {
         let namespace = self.tenant(&request).await?;
         node_reply(&namespace, InodeId(request.get_ref().inode))
+    }
+
+    async fn open(
+        &self,
+        request: Request<wire::OpenRequest>,
+    ) -> Result<Response<wire::OpenReply>, Status> {
+        let namespace = self.tenant(&request).await?;
+        let message = request.get_ref();
+        let inode = InodeId(message.inode);
+        let attrs = namespace.attributes(inode).map_err(status)?;
+        let mut reply = wire::OpenReply {
+            attr: Some(attr_to_wire(inode, &attrs, special_of(&namespace, inode))),
+            ..Default::default()
+        };
+        if message.layout_len == 0 || attrs.kind != kiseki_types::FileKind::File {
+            return Ok(Response::new(reply));
+        }
+        let layout = namespace
+            .layout(inode, 0, message.layout_len, LAYOUT_EXTENTS_MAX)
+            .map_err(status)?;
+        let inline_max = u64::from(message.inline_file_bytes_max).min(INLINE_FILE_BYTES_MAX);
+        if let [only] = layout.extents.as_slice() {
+            if !layout.truncated && layout.size <= inline_max {
+                reply.inline_frame = namespace
+                    .sealed_chunk(only.chunk)
+                    .await
+                    .map_err(status)?
+                    .to_vec();
+                reply.inline_chunk_id = only.chunk.0.to_vec();
+            }
+        }
+        reply.layout = Some(wire::LayoutResponse {
+            size: layout.size,
+            extents: layout.extents.iter().map(extent_to_wire).collect(),
+            truncated: layout.truncated,
+        });
+        Ok(Response::new(reply))
     }
 
     async fn set_attr(
