@@ -5,6 +5,7 @@
 //! time on each; never carries metadata or keys.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,9 @@ use bytes::{Bytes, BytesMut};
 use kiseki_chunk::FRAME_BYTES_MAX;
 use kiseki_crypto::ChannelKey;
 use kiseki_proto::bulk::{
-    kind_of, parse_reply_header, proof_context, CLIENT_HELLO_BYTES, ERROR_MESSAGE_BYTES_MAX, MAGIC,
-    NONCE_BYTES, OP_GET_CHUNK, REPLY_HEADER_BYTES, REQUEST_BYTES, SESSION_ID_BYTES, STATUS_OK,
+    kind_of, parse_reply_header, proof_context, request_header, CLIENT_HELLO_BYTES,
+    ERROR_MESSAGE_BYTES_MAX, MAGIC, NONCE_BYTES, OP_GET_CHUNK, OP_PUT_CHUNK, REPLY_HEADER_BYTES,
+    SESSION_ID_BYTES, STATUS_OK,
 };
 use kiseki_types::{ChunkId, ErrorKind, NamespaceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,7 +53,8 @@ pub struct BulkChannel {
     session: tokio::sync::Mutex<Option<std::sync::Arc<Session>>>,
     idle: Mutex<Vec<TcpStream>>,
     connections: Semaphore,
-    fetched: std::sync::atomic::AtomicU64,
+    fetched: AtomicU64,
+    stored: AtomicU64,
 }
 
 /// Why a fetch over the bulk channel failed.
@@ -80,13 +83,19 @@ impl BulkChannel {
             session: tokio::sync::Mutex::new(None),
             idle: Mutex::new(Vec::new()),
             connections: Semaphore::new(CONNECTIONS_MAX),
-            fetched: std::sync::atomic::AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
         }
     }
 
     /// Frames fetched over this channel so far.
     pub fn frames_fetched(&self) -> u64 {
-        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// Frames stored over this channel so far.
+    pub fn frames_stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// The sealed frame of chunk `id`. `grant` asks the server for a session over TLS when
@@ -96,45 +105,91 @@ impl BulkChannel {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<BulkGrant, NamespaceError>>,
     {
+        let frame = self
+            .call(OP_GET_CHUNK, id, None, FRAME_BYTES_MAX, &grant)
+            .await?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        Ok(frame)
+    }
+
+    /// Stores the sealed `frame` of chunk `id` (the server verifies it as it does over TLS);
+    /// `true` if the server had it already.
+    pub async fn put_chunk<F, Fut>(
+        &self,
+        id: ChunkId,
+        frame: &Bytes,
+        grant: F,
+    ) -> Result<bool, BulkError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<BulkGrant, NamespaceError>>,
+    {
+        let reply = self.call(OP_PUT_CHUNK, id, Some(frame), 1, &grant).await?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(reply.first() == Some(&1))
+    }
+
+    /// One request: on an idle connection if there is one, else (or if that one turns out
+    /// closed) on a new connection. Both operations are idempotent (content-addressed), so a
+    /// retry never does harm.
+    async fn call<F, Fut>(
+        &self,
+        op: u8,
+        id: ChunkId,
+        body: Option<&Bytes>,
+        reply_max: usize,
+        grant: &F,
+    ) -> Result<Bytes, BulkError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<BulkGrant, NamespaceError>>,
+    {
         let _permit = self
             .connections
             .acquire()
             .await
             .map_err(|error| channel_error("closed", error))?;
-        // A reused connection may have been closed by the server meanwhile: then a fresh one.
         let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(tcp) = reused {
-            match self.fetch(tcp, id).await {
+            match self.exchange(tcp, op, id, body, reply_max).await {
                 Err(BulkError::Channel(_)) => {}
                 done => return done,
             }
         }
         // A refused or failed connection may mean a restarted server (which forgot the session
         // and may listen on another port): one more try with a new session.
-        let tcp = match self.connect(&grant, false).await {
+        let tcp = match self.connect(grant, false).await {
             Ok(tcp) => tcp,
-            Err(_) => self.connect(&grant, true).await?,
+            Err(_) => self.connect(grant, true).await?,
         };
-        self.fetch(tcp, id).await
+        self.exchange(tcp, op, id, body, reply_max).await
     }
 
     /// Sends one request on `tcp` and reads the reply; a healthy connection goes back to the
     /// idle set.
-    async fn fetch(&self, mut tcp: TcpStream, id: ChunkId) -> Result<Bytes, BulkError> {
-        let mut request = [0u8; REQUEST_BYTES];
-        request[0] = OP_GET_CHUNK;
-        request[1..].copy_from_slice(&id.0);
-        tcp.write_all(&request)
-            .await
+    async fn exchange(
+        &self,
+        mut tcp: TcpStream,
+        op: u8,
+        id: ChunkId,
+        body: Option<&Bytes>,
+        reply_max: usize,
+    ) -> Result<Bytes, BulkError> {
+        let body: &[u8] = body.map_or(&[], |body| body.as_ref());
+        let body_len =
+            u32::try_from(body.len()).map_err(|_| channel_error("request", "body over 4 GiB"))?;
+        let sent = async {
+            tcp.write_all(&request_header(op, &id.0, body_len)).await?;
+            tcp.write_all(body).await
+        };
+        sent.await
             .map_err(|error| channel_error("sending a request", error))?;
-        let frame = read_reply(&mut tcp, FRAME_BYTES_MAX).await?;
-        self.fetched
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reply = read_reply(&mut tcp, reply_max).await?;
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(tcp);
-        Ok(frame)
+        Ok(reply)
     }
 
     /// A new connection that proved the session (a fresh one when `renew`).

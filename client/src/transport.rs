@@ -447,24 +447,27 @@ impl GrpcTransport {
         })
     }
 
-    /// The frame of chunk `id` over the bulk channel; `None` when there is none to use (the
-    /// frame then comes inside TLS).
-    async fn get_chunk_bulk(&self, id: ChunkId) -> Option<Result<Bytes>> {
-        let bulk = self.bulk.as_ref()?;
-        if !self.bulk_offered.load(std::sync::atomic::Ordering::Relaxed) {
-            return None;
-        }
-        let fetched = tokio::time::timeout(
-            self.request_timeout,
-            bulk.get_chunk(id, || self.open_bulk_session()),
-        )
-        .await;
-        match fetched {
-            Ok(Ok(frame)) => Some(Ok(frame)),
+    /// The bulk channel, unless there is none to use (then chunk frames travel inside TLS).
+    fn usable_bulk(&self) -> Option<&BulkChannel> {
+        let bulk = self.bulk.as_deref()?;
+        self.bulk_offered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(bulk)
+    }
+
+    /// The outcome of a bulk channel call within the request timeout; `None` when the channel
+    /// itself failed (the call is then made inside TLS).
+    async fn over_bulk<T>(
+        &self,
+        id: ChunkId,
+        call: impl std::future::Future<Output = std::result::Result<T, BulkError>>,
+    ) -> Option<Result<T>> {
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(value)) => Some(Ok(value)),
             Ok(Err(BulkError::Server(error))) => Some(Err(error)),
             Ok(Err(BulkError::Channel(error))) => {
                 if self.bulk_offered.load(std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!(chunk = %id, %error, "bulk channel failed; fetching inside TLS");
+                    tracing::warn!(chunk = %id, %error, "bulk channel failed; using TLS");
                 }
                 None
             }
@@ -473,6 +476,11 @@ impl GrpcTransport {
                 format!("chunk {id}: no reply within {:?}", self.request_timeout),
             ))),
         }
+    }
+
+    /// Chunk frames this transport stored over the bulk channel.
+    pub fn bulk_frames_stored(&self) -> u64 {
+        self.bulk.as_ref().map_or(0, |bulk| bulk.frames_stored())
     }
 
     /// Streams a chunk frame in pieces; `commit` rides on the first.
@@ -891,6 +899,12 @@ impl Transport for GrpcTransport {
     }
 
     async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool> {
+        if let Some(bulk) = self.usable_bulk() {
+            let grant = || self.open_bulk_session();
+            if let Some(stored) = self.over_bulk(id, bulk.put_chunk(id, &frame, grant)).await {
+                return stored;
+            }
+        }
         Ok(self.put_chunk_pieces(id, frame, None).await?.deduplicated)
     }
 
@@ -912,8 +926,11 @@ impl Transport for GrpcTransport {
     }
 
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes> {
-        if let Some(fetched) = self.get_chunk_bulk(id).await {
-            return fetched;
+        if let Some(bulk) = self.usable_bulk() {
+            let grant = || self.open_bulk_session();
+            if let Some(fetched) = self.over_bulk(id, bulk.get_chunk(id, grant)).await {
+                return fetched;
+            }
         }
         let request = self.request(wire::GetChunkRequest {
             chunk_id: id.0.to_vec(),

@@ -91,6 +91,26 @@ fn frames_over_the_bulk_channel_are_the_ones_tls_carries() {
         }
         assert_eq!(bulk.bulk_frames_fetched(), 3);
         assert_eq!(tls.bulk_frames_fetched(), 0);
+
+        // Stores go over the channel too and are verified as over TLS: a frame the server has
+        // is deduplicated; an altered one is refused with the reason TLS would give.
+        let frame = tls.get_chunk(chunks[0]).await.unwrap();
+        assert!(bulk.put_chunk(chunks[0], frame.clone()).await.unwrap());
+        assert_eq!(bulk.bulk_frames_stored(), 1);
+        let mut altered = frame.to_vec();
+        let middle = altered.len() / 2;
+        altered[middle] ^= 1;
+        let refused = bulk
+            .put_chunk(chunks[0], altered.clone().into())
+            .await
+            .unwrap_err();
+        let refused_over_tls = tls.put_chunk(chunks[0], altered.into()).await.unwrap_err();
+        assert_eq!(
+            refused.kind, refused_over_tls.kind,
+            "{refused} / {refused_over_tls}"
+        );
+        assert_ne!(refused.kind, ErrorKind::Unavailable, "{refused}");
+        assert_eq!(bulk.bulk_frames_stored(), 1);
         // The server's answer, as TLS carries it, not a silent fallback: a chunk that does not
         // exist (a file's missing chunk is corruption to the namespace).
         let missing = bulk.get_chunk(ChunkId([7; 32])).await.unwrap_err();
@@ -138,8 +158,9 @@ async fn reply(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
 }
 
 async fn get(tcp: &mut TcpStream, op: u8, id: &ChunkId) -> (u8, Vec<u8>) {
-    tcp.write_all(&[op]).await.unwrap();
-    tcp.write_all(&id.0).await.unwrap();
+    tcp.write_all(&bulk::request_header(op, &id.0, 0))
+        .await
+        .unwrap();
     reply(tcp).await
 }
 

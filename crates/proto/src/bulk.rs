@@ -12,8 +12,10 @@
 //! 2. On a new TCP connection the server sends [`MAGIC`] and a fresh nonce; the client answers
 //!    the session id and `HMAC-SHA256(key, MAGIC | nonce | session id)`; the server replies
 //!    with a reply header (status, message).
-//! 3. Then, one at a time: request `[OP_GET_CHUNK][chunk id]`, reply header `[status][u32 BE
-//!    length]` and that many bytes: the sealed frame, or a UTF-8 error message.
+//! 3. Then, one at a time: request `[op][chunk id][u32 BE body length]` and the body, reply
+//!    header `[status][u32 BE length]` and that many bytes: for [`OP_GET_CHUNK`] the sealed
+//!    frame, for [`OP_PUT_CHUNK`] (body: the sealed frame, which the server verifies as it does
+//!    over TLS) one byte, 1 if the server had the chunk already; or a UTF-8 error message.
 
 use kiseki_types::ErrorKind;
 
@@ -25,10 +27,32 @@ pub const NONCE_BYTES: usize = 32;
 pub const SESSION_ID_BYTES: usize = 16;
 /// Bytes of the client's hello: session id and proof.
 pub const CLIENT_HELLO_BYTES: usize = SESSION_ID_BYTES + kiseki_crypto::CHANNEL_PROOF_BYTES;
-/// The one operation: fetch a sealed chunk frame.
+/// Fetch a sealed chunk frame.
 pub const OP_GET_CHUNK: u8 = 1;
-/// Bytes of a request: operation and chunk id.
-pub const REQUEST_BYTES: usize = 1 + 32;
+/// Store a sealed chunk frame.
+pub const OP_PUT_CHUNK: u8 = 2;
+/// Bytes of a request header: operation, chunk id, body length.
+pub const REQUEST_BYTES: usize = 1 + 32 + 4;
+
+/// A request header.
+pub fn request_header(op: u8, id: &[u8; 32], body_len: u32) -> [u8; REQUEST_BYTES] {
+    let mut header = [0u8; REQUEST_BYTES];
+    header[0] = op;
+    header[1..33].copy_from_slice(id);
+    header[33..].copy_from_slice(&body_len.to_be_bytes());
+    header
+}
+
+/// Operation, chunk id and body length of a request header.
+pub fn parse_request_header(header: &[u8; REQUEST_BYTES]) -> (u8, [u8; 32], u32) {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&header[1..33]);
+    (
+        header[0],
+        id,
+        u32::from_be_bytes([header[33], header[34], header[35], header[36]]),
+    )
+}
 /// Bytes of a reply header: status and payload length.
 pub const REPLY_HEADER_BYTES: usize = 5;
 /// Longest error message a reply carries.
@@ -110,5 +134,7 @@ mod tests {
         }
         let header = reply_header(3, 4 << 20);
         assert_eq!(parse_reply_header(&header), (3, 4 << 20));
+        let request = request_header(OP_PUT_CHUNK, &[5; 32], 77);
+        assert_eq!(parse_request_header(&request), (OP_PUT_CHUNK, [5; 32], 77));
     }
 }

@@ -8,11 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use kiseki_chunk::FRAME_BYTES_MAX;
 use kiseki_crypto::ChannelKey;
 use kiseki_namespace::{Namespace, TenantNamespace};
 use kiseki_proto::bulk::{
-    proof_context, reply_header, status_of, CLIENT_HELLO_BYTES, MAGIC, NONCE_BYTES, OP_GET_CHUNK,
-    REQUEST_BYTES, SESSION_ID_BYTES, STATUS_OK,
+    parse_request_header, proof_context, reply_header, status_of, CLIENT_HELLO_BYTES, MAGIC,
+    NONCE_BYTES, OP_GET_CHUNK, OP_PUT_CHUNK, REQUEST_BYTES, SESSION_ID_BYTES, STATUS_OK,
 };
 use kiseki_types::{ChunkId, ErrorKind, NamespaceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,22 +206,58 @@ async fn serve_connection(
             Ok(Err(error)) => return Err(error),
             Err(_) => return Ok(()),
         }
-        if request[0] != OP_GET_CHUNK {
-            let error = NamespaceError::new(ErrorKind::InvalidArgument, "unknown bulk operation");
-            return timed(REPLY_TIMEOUT, reply_error(&mut tcp, &error)).await;
+        let (op, id, body_len) = parse_request_header(&request);
+        let id = ChunkId(id);
+        match op {
+            OP_GET_CHUNK if body_len == 0 => {
+                timed(REPLY_TIMEOUT, send_chunk(&mut tcp, &tenant, id)).await?
+            }
+            OP_PUT_CHUNK if body_len as usize <= FRAME_BYTES_MAX => {
+                let frame = timed(REPLY_TIMEOUT, read_body(&mut tcp, body_len as usize)).await?;
+                let stored = tenant
+                    .store_sealed_chunk(id, frame, Some(&identity.workload))
+                    .await;
+                let reply = async {
+                    match stored {
+                        Ok(deduplicated) => {
+                            tcp.write_all(&reply_header(STATUS_OK, 1)).await?;
+                            tcp.write_all(&[u8::from(deduplicated)]).await
+                        }
+                        Err(error) => reply_error(&mut tcp, &error).await,
+                    }
+                };
+                timed(REPLY_TIMEOUT, reply).await?
+            }
+            _ => {
+                // The stream cannot be trusted past a request it does not understand.
+                let error = NamespaceError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("unknown bulk request (operation {op}, body of {body_len} bytes)"),
+                );
+                return timed(REPLY_TIMEOUT, reply_error(&mut tcp, &error)).await;
+            }
         }
-        timed(REPLY_TIMEOUT, send_chunk(&mut tcp, &tenant, &request)).await?;
     }
+}
+
+/// A request body of `len` bytes, read straight into one buffer.
+async fn read_body(tcp: &mut TcpStream, len: usize) -> std::io::Result<Bytes> {
+    let mut buffer = BytesMut::with_capacity(len);
+    while buffer.len() < len {
+        let want = (len - buffer.len()) as u64;
+        if (&mut *tcp).take(want).read_buf(&mut buffer).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 async fn send_chunk(
     tcp: &mut TcpStream,
     tenant: &TenantNamespace,
-    request: &[u8; REQUEST_BYTES],
+    id: ChunkId,
 ) -> std::io::Result<()> {
-    let mut id = [0u8; 32];
-    id.copy_from_slice(&request[1..]);
-    match tenant.sealed_chunk(ChunkId(id)).await {
+    match tenant.sealed_chunk(id).await {
         Ok(frame) => {
             let len = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
             tcp.write_all(&reply_header(STATUS_OK, len)).await?;
