@@ -7,7 +7,8 @@
 #            agent mount (drop_caches before each pass), counting server requests meanwhile
 #            (goal: zero); plus an S3 GET (curl) of the 64 MiB files as the server's GET rate.
 #   ext4     the dataset copied to a local ext4 directory with a sync (the disk's write rate),
-#            then read three times the same way.
+#            then read three times the same way; and 1 GiB read while 1 GiB is written (dd,
+#            direct I/O): the disk's ceiling for staging, which reads and writes every byte.
 #   JuiceFS  SQLite metadata, file storage: `juicefs warmup` of the dataset after a remount with
 #            an empty cache, then read three times the same way.
 #
@@ -163,6 +164,17 @@ run_ext4() {
     cp -r "$source_dir/ds" "$work/ext4/"
     sync
     record ext4 "write (cp + sync)" "$(rate "$(since "$start")")" "MiB/s"
+    # Staging moves every byte twice over this one disk (the server reads its chunk, the agent
+    # writes it to L2): the disk's rate with one reader and one writer at once bounds it.
+    dd if=/dev/urandom of="$work/dd-source" bs=4M count=256 status=none
+    sync; drop_caches
+    start="$(now)"
+    dd if="$work/dd-source" of=/dev/null bs=4M iflag=direct status=none &
+    local reader=$!
+    dd if=/dev/zero of="$work/dd-sink" bs=4M count=256 oflag=direct conv=fsync status=none
+    wait "$reader"
+    record ext4 "read+write at once" "$(echo "2048 / $(since "$start")" | bc -l)" "MiB/s"
+    rm -f "$work/dd-source" "$work/dd-sink"
     read_three_times ext4 "$work/ext4/ds"
 }
 
@@ -225,6 +237,9 @@ if stage and warm:
 if stage and s3 and disk:
     floor = min(s3, disk)
     print(f"staging vs min(S3 GET {s3:.0f}, disk write {disk:.0f}) = {floor:.0f} MiB/s: {stage / floor:.2f}x (goal >= 0.8x: {'PASS' if stage >= 0.8 * floor else 'BELOW'})")
+both = get("ext4", "read+write at once")
+if stage and both:
+    print(f"staging vs the disk's read+write rate {both:.0f} MiB/s (each staged byte is read and written once on it): {2 * stage / both:.2f}x of that ceiling")
 k, e = best_read("kiseki"), best_read("ext4")
 if k and e:
     print(f"reads of staged data (slowest of 3 passes): Kiseki {k:.0f} MiB/s vs ext4 {e:.0f} MiB/s: {k / e:.2f}x (goal >= 0.7x: {'PASS' if k >= 0.7 * e else 'BELOW'})")

@@ -64,7 +64,9 @@ impl Default for ClientOptions {
             uploads_in_flight_max: 4,
             dirty_bytes_max: 64 * 1024 * 1024,
             readdir_page_entries: 1024,
-            readahead_chunks: 4,
+            // With the chunk being read, one per bulk channel connection (8): measured here,
+            // a cold 1 GiB read went from 824-834 MiB/s with 4 ahead to 867-906 with 7.
+            readahead_chunks: 7,
             layout_window_bytes: 1 << 30,
         }
     }
