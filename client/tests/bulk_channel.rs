@@ -215,6 +215,21 @@ fn a_bulk_connection_must_prove_a_live_session_from_the_address_it_was_granted_t
         let (_, _, status, _) = hello(address, None, session, &key, Some(recorded)).await;
         assert_eq!(status, denied);
     });
+    // Operators see the same story in the server's metrics.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sSf", server.metrics_url.as_deref().unwrap()])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8(metrics.stdout).unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in the metrics"))
+    };
+    assert_eq!(counter("kiseki_native_bulk_refused_total "), 4);
+    assert_eq!(counter("kiseki_native_bulk_connections_total "), 1);
+    assert_eq!(counter("kiseki_native_bulk_frames_sent_total "), 1);
 }
 
 #[test]

@@ -298,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = metrics::start(Arc::clone(&namespace), shutdown.clone());
     let nfs_metrics = nfs::NfsMetrics::register(&mut registry);
     let s3_metrics = s3::S3Metrics::register(&mut registry);
+    let bulk_metrics = native::bulk::BulkMetrics::register(&mut registry);
     pools.register_metrics(&mut registry);
     if let Some(cluster) = &cluster {
         cluster.rereplication.register(&mut registry);
@@ -326,9 +327,14 @@ async fn main() -> anyhow::Result<()> {
     .context("setting up TLS of the native client service")?;
     let bulk = match config.native_bulk_listen {
         Some(listen) => Some(
-            native::bulk::serve(listen, Arc::clone(&namespace), shutdown.clone())
-                .await
-                .with_context(|| format!("binding the native bulk listener {listen}"))?,
+            native::bulk::serve(
+                listen,
+                Arc::clone(&namespace),
+                bulk_metrics,
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| format!("binding the native bulk listener {listen}"))?,
         ),
         None => None,
     };

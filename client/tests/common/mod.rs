@@ -97,6 +97,8 @@ pub struct Server {
     pub access_key: String,
     pub secret_key: String,
     pub s3_endpoint: Option<String>,
+    /// The Prometheus endpoint (`http://ADDR/metrics`).
+    pub metrics_url: Option<String>,
     /// The development CA the server issued its TLS certificate from (none when plaintext).
     pub ca_path: Option<PathBuf>,
 }
@@ -152,6 +154,7 @@ impl Server {
         let s3_endpoint = value("S3 endpoint:")
             .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
         let ca_path = value("native CA:").map(PathBuf::from);
+        let metrics_url = value("metrics:");
         Server {
             child,
             data_dir: data_dir.to_owned(),
@@ -159,6 +162,7 @@ impl Server {
             access_key,
             secret_key,
             s3_endpoint,
+            metrics_url,
             ca_path,
         }
     }

@@ -17,6 +17,8 @@ use kiseki_proto::bulk::{
     NONCE_BYTES, OP_GET_CHUNK, OP_PUT_CHUNK, REQUEST_BYTES, SESSION_ID_BYTES, STATUS_OK,
 };
 use kiseki_types::{ChunkId, ErrorKind, NamespaceError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -36,6 +38,60 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest one reply may take to send.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Prometheus counters of the bulk channel (`kiseki_native_bulk_*`).
+#[derive(Clone, Default)]
+pub struct BulkMetrics {
+    connections: Counter,
+    refused: Counter,
+    frames_sent: Counter,
+    frames_received: Counter,
+    bytes_sent: Counter,
+    bytes_received: Counter,
+}
+
+impl BulkMetrics {
+    /// Registers the counters.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = BulkMetrics::default();
+        let counters = [
+            (
+                "native_bulk_connections",
+                "Bulk channel connections that proved a session",
+                &metrics.connections,
+            ),
+            (
+                "native_bulk_refused",
+                "Bulk channel connections refused (bad proof, unknown session, other address)",
+                &metrics.refused,
+            ),
+            (
+                "native_bulk_frames_sent",
+                "Sealed chunk frames served over the bulk channel",
+                &metrics.frames_sent,
+            ),
+            (
+                "native_bulk_frames_received",
+                "Sealed chunk frames stored over the bulk channel",
+                &metrics.frames_received,
+            ),
+            (
+                "native_bulk_sent_bytes",
+                "Bytes of frames served over the bulk channel",
+                &metrics.bytes_sent,
+            ),
+            (
+                "native_bulk_received_bytes",
+                "Bytes of frames stored over the bulk channel",
+                &metrics.bytes_received,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        metrics
+    }
+}
 
 /// Sessions granted over TLS, redeemed by bulk connections.
 pub struct BulkSessions {
@@ -133,6 +189,7 @@ impl BulkSessions {
 pub async fn serve(
     listen: SocketAddr,
     namespace: Arc<Namespace>,
+    metrics: BulkMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(Arc<BulkSessions>, SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
@@ -159,9 +216,11 @@ pub async fn serve(
             };
             let _ = tcp.set_nodelay(true);
             let (sessions, namespace) = (Arc::clone(&served), Arc::clone(&namespace));
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(error) = serve_connection(tcp, peer, &sessions, &namespace).await {
+                let served = serve_connection(tcp, peer, &sessions, &namespace, &metrics).await;
+                if let Err(error) = served {
                     tracing::debug!(%peer, %error, "bulk connection closed");
                 }
             });
@@ -175,6 +234,7 @@ async fn serve_connection(
     peer: SocketAddr,
     sessions: &BulkSessions,
     namespace: &Namespace,
+    metrics: &BulkMetrics,
 ) -> std::io::Result<()> {
     let nonce = ChannelKey::random_bytes::<NONCE_BYTES>()
         .map_err(|_| std::io::Error::other("no random bytes"))?;
@@ -189,6 +249,7 @@ async fn serve_connection(
         Ok(identity) => identity,
         Err(why) => {
             tracing::info!(%peer, why, "bulk connection refused");
+            metrics.refused.inc();
             let refusal = NamespaceError::new(ErrorKind::PermissionDenied, why);
             return timed(REPLY_TIMEOUT, reply_error(&mut tcp, &refusal)).await;
         }
@@ -198,6 +259,7 @@ async fn serve_connection(
         Err(error) => return timed(REPLY_TIMEOUT, reply_error(&mut tcp, &error)).await,
     };
     timed(REPLY_TIMEOUT, tcp.write_all(&reply_header(STATUS_OK, 0))).await?;
+    metrics.connections.inc();
     let mut request = [0u8; REQUEST_BYTES];
     loop {
         match tokio::time::timeout(IDLE_TIMEOUT, tcp.read_exact(&mut request)).await {
@@ -210,7 +272,10 @@ async fn serve_connection(
         let id = ChunkId(id);
         match op {
             OP_GET_CHUNK if body_len == 0 => {
-                timed(REPLY_TIMEOUT, send_chunk(&mut tcp, &tenant, id)).await?
+                if let Some(sent) = timed(REPLY_TIMEOUT, send_chunk(&mut tcp, &tenant, id)).await? {
+                    metrics.frames_sent.inc();
+                    metrics.bytes_sent.inc_by(sent);
+                }
             }
             OP_PUT_CHUNK if body_len as usize <= FRAME_BYTES_MAX => {
                 let frame = timed(REPLY_TIMEOUT, read_body(&mut tcp, body_len as usize)).await?;
@@ -220,6 +285,8 @@ async fn serve_connection(
                 let reply = async {
                     match stored {
                         Ok(deduplicated) => {
+                            metrics.frames_received.inc();
+                            metrics.bytes_received.inc_by(u64::from(body_len));
                             tcp.write_all(&reply_header(STATUS_OK, 1)).await?;
                             tcp.write_all(&[u8::from(deduplicated)]).await
                         }
@@ -252,18 +319,20 @@ async fn read_body(tcp: &mut TcpStream, len: usize) -> std::io::Result<Bytes> {
     Ok(buffer.freeze())
 }
 
+/// Sends chunk `id`'s frame and returns its length, or sends the error reading it (`None`).
 async fn send_chunk(
     tcp: &mut TcpStream,
     tenant: &TenantNamespace,
     id: ChunkId,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<u64>> {
     match tenant.sealed_chunk(id).await {
         Ok(frame) => {
             let len = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
             tcp.write_all(&reply_header(STATUS_OK, len)).await?;
-            tcp.write_all(&frame).await
+            tcp.write_all(&frame).await?;
+            Ok(Some(u64::from(len)))
         }
-        Err(error) => reply_error(tcp, &error).await,
+        Err(error) => reply_error(tcp, &error).await.map(|()| None),
     }
 }
 
