@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kiseki_chunk::FRAME_BYTES_MAX;
 use kiseki_crypto::ChannelKey;
 use kiseki_proto::bulk::{
-    kind_of, parse_reply_header, proof_context, request_header, CLIENT_HELLO_BYTES,
+    kind_of, parse_reply_header, proof_context, read_payload, request_header, CLIENT_HELLO_BYTES,
     ERROR_MESSAGE_BYTES_MAX, MAGIC, NONCE_BYTES, OP_GET_CHUNK, OP_PUT_CHUNK, REPLY_HEADER_BYTES,
     SESSION_ID_BYTES, STATUS_OK,
 };
@@ -280,7 +280,9 @@ async fn read_reply(tcp: &mut TcpStream, payload_max: usize) -> Result<Bytes, Bu
                 format!("{len} bytes, more than {payload_max}"),
             ));
         }
-        return read_exact_bytes(tcp, len).await;
+        return read_payload(tcp, len)
+            .await
+            .map_err(|error| channel_error("reading a reply", error));
     }
     if len > ERROR_MESSAGE_BYTES_MAX {
         return Err(channel_error(
@@ -288,26 +290,11 @@ async fn read_reply(tcp: &mut TcpStream, payload_max: usize) -> Result<Bytes, Bu
             format!("error message of {len} bytes"),
         ));
     }
-    let message = read_exact_bytes(tcp, len).await?;
+    let message = read_payload(tcp, len)
+        .await
+        .map_err(|error| channel_error("reading a reply", error))?;
     Err(BulkError::Server(NamespaceError::new(
         kind_of(status),
         String::from_utf8_lossy(&message).into_owned(),
     )))
-}
-
-/// `len` bytes into one buffer, read straight from the socket (no zero-fill, no extra copy).
-async fn read_exact_bytes(tcp: &mut TcpStream, len: usize) -> Result<Bytes, BulkError> {
-    let mut buffer = BytesMut::with_capacity(len);
-    while buffer.len() < len {
-        let want = (len - buffer.len()) as u64;
-        let read = (&mut *tcp)
-            .take(want)
-            .read_buf(&mut buffer)
-            .await
-            .map_err(|error| channel_error("reading a reply", error))?;
-        if read == 0 {
-            return Err(channel_error("reading a reply", "connection closed"));
-        }
-    }
-    Ok(buffer.freeze())
 }

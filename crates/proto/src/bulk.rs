@@ -17,7 +17,9 @@
 //!    frame, for [`OP_PUT_CHUNK`] (body: the sealed frame, which the server verifies as it does
 //!    over TLS) one byte, 1 if the server had the chunk already; or a UTF-8 error message.
 
+use bytes::{Bytes, BytesMut};
 use kiseki_types::ErrorKind;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// First bytes the server sends on a connection (protocol and version).
 pub const MAGIC: &[u8; 8] = b"KSKBULK1";
@@ -113,6 +115,22 @@ pub fn parse_reply_header(header: &[u8; REPLY_HEADER_BYTES]) -> (u8, u32) {
         header[0],
         u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
     )
+}
+
+/// The next `len` bytes of `stream` (a request body or a reply payload), read straight into
+/// one buffer: no zero-fill, no further copy.
+pub async fn read_payload<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    len: usize,
+) -> std::io::Result<Bytes> {
+    let mut buffer = BytesMut::with_capacity(len);
+    while buffer.len() < len {
+        let want = (len - buffer.len()) as u64;
+        if (&mut *stream).take(want).read_buf(&mut buffer).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 #[cfg(test)]

@@ -8,13 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use kiseki_chunk::FRAME_BYTES_MAX;
 use kiseki_crypto::ChannelKey;
 use kiseki_namespace::{Namespace, TenantNamespace};
 use kiseki_proto::bulk::{
-    parse_request_header, proof_context, reply_header, status_of, CLIENT_HELLO_BYTES, MAGIC,
-    NONCE_BYTES, OP_GET_CHUNK, OP_PUT_CHUNK, REQUEST_BYTES, SESSION_ID_BYTES, STATUS_OK,
+    parse_request_header, proof_context, read_payload, reply_header, status_of, CLIENT_HELLO_BYTES,
+    MAGIC, NONCE_BYTES, OP_GET_CHUNK, OP_PUT_CHUNK, REQUEST_BYTES, SESSION_ID_BYTES, STATUS_OK,
 };
 use kiseki_types::{ChunkId, ErrorKind, NamespaceError};
 use prometheus_client::metrics::counter::Counter;
@@ -278,7 +277,7 @@ async fn serve_connection(
                 }
             }
             OP_PUT_CHUNK if body_len as usize <= FRAME_BYTES_MAX => {
-                let frame = timed(REPLY_TIMEOUT, read_body(&mut tcp, body_len as usize)).await?;
+                let frame = timed(REPLY_TIMEOUT, read_payload(&mut tcp, body_len as usize)).await?;
                 let stored = tenant
                     .store_sealed_chunk(id, frame, Some(&identity.workload))
                     .await;
@@ -305,18 +304,6 @@ async fn serve_connection(
             }
         }
     }
-}
-
-/// A request body of `len` bytes, read straight into one buffer.
-async fn read_body(tcp: &mut TcpStream, len: usize) -> std::io::Result<Bytes> {
-    let mut buffer = BytesMut::with_capacity(len);
-    while buffer.len() < len {
-        let want = (len - buffer.len()) as u64;
-        if (&mut *tcp).take(want).read_buf(&mut buffer).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(buffer.freeze())
 }
 
 /// Sends chunk `id`'s frame and returns its length, or sends the error reading it (`None`).
