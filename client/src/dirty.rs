@@ -79,28 +79,40 @@ impl DirtyRanges {
         self.ranges.insert(start, merged);
     }
 
-    /// Takes whole `unit`-sized pieces from the front of every range at least `unit` long,
-    /// leaving the tails dirty. Pieces come with their file offsets, in file order.
+    /// Takes every whole `unit`-aligned piece (`[k * unit, (k + 1) * unit)` of the file) that
+    /// a range covers, leaving the rest dirty. Cutting at aligned offsets only keeps chunk
+    /// boundaries where a sequential writer puts them even when its writes arrive out of order
+    /// (the kernel sends large writes as concurrent requests). Pieces come in file order.
     pub fn take_full(&mut self, unit: usize) -> Vec<(u64, Vec<u8>)> {
-        let long: Vec<u64> = self
+        let unit_bytes = unit as u64;
+        let covering: Vec<u64> = self
             .ranges
             .iter()
-            .filter(|(_, data)| data.len() >= unit)
+            .filter(|(start, data)| {
+                let end = **start + data.len() as u64;
+                end / unit_bytes * unit_bytes
+                    >= start.div_ceil(unit_bytes) * unit_bytes + unit_bytes
+            })
             .map(|(start, _)| *start)
             .collect();
         let mut pieces = Vec::new();
-        for start in long {
+        for start in covering {
             let Some(mut data) = self.ranges.remove(&start) else {
                 continue;
             };
             self.bytes -= data.len();
-            let cut = data.len() / unit * unit;
-            let tail = data.split_off(cut);
-            if !tail.is_empty() {
-                self.bytes += tail.len();
-                self.ranges.insert(start + cut as u64, tail);
+            let end = start + data.len() as u64;
+            let first = start.div_ceil(unit_bytes) * unit_bytes;
+            let last = end / unit_bytes * unit_bytes;
+            let tail = data.split_off((last - start) as usize);
+            let full = data.split_off((first - start) as usize);
+            for (offset, rest) in [(start, data), (last, tail)] {
+                if !rest.is_empty() {
+                    self.bytes += rest.len();
+                    self.ranges.insert(offset, rest);
+                }
             }
-            split_into(&mut pieces, start, data, unit);
+            split_into(&mut pieces, first, full, unit);
         }
         pieces
     }
@@ -231,5 +243,36 @@ mod tests {
         );
         assert_eq!(dirty.bytes(), 6);
         assert_eq!(dirty.end(), 30);
+    }
+
+    #[test]
+    fn pieces_are_cut_at_aligned_offsets_whatever_the_write_order() {
+        let mut dirty = DirtyRanges::default();
+        // Units of 8 written as 4-byte writes, the second half of each pair first.
+        for i in [1u64, 0, 3, 2, 5] {
+            dirty.write(i * 4, &[i as u8; 4]);
+            assert!(dirty.take_full(8).iter().all(|(offset, _)| offset % 8 == 0));
+        }
+        let mut dirty = DirtyRanges::default();
+        dirty.write(3, &[7; 20]);
+        let pieces = dirty.take_full(8);
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|(offset, data)| (*offset, data.len()))
+                .collect::<Vec<_>>(),
+            vec![(8, 8)],
+            "[3, 23) holds one whole aligned unit"
+        );
+        assert_eq!(
+            dirty.bytes(),
+            12,
+            "the head [3, 8) and the tail [16, 23) stay"
+        );
+        let mut out = vec![0u8; 23];
+        dirty.overlay(0, &mut out);
+        assert_eq!(&out[3..8], &[7; 5]);
+        assert_eq!(&out[8..16], &[0; 8]);
+        assert_eq!(&out[16..23], &[7; 7]);
     }
 }

@@ -299,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
     let nfs_metrics = nfs::NfsMetrics::register(&mut registry);
     let s3_metrics = s3::S3Metrics::register(&mut registry);
     let bulk_metrics = native::bulk::BulkMetrics::register(&mut registry);
+    let request_metrics = native::request_metrics::RequestMetrics::register(&mut registry);
     pools.register_metrics(&mut registry);
     if let Some(cluster) = &cluster {
         cluster.rereplication.register(&mut registry);
@@ -341,10 +342,13 @@ async fn main() -> anyhow::Result<()> {
     let (native_address, native_task) = native::serve(
         config.native_listen,
         &native_security,
-        bulk.as_ref().map(|(sessions, _, _)| Arc::clone(sessions)),
-        Arc::clone(&namespace),
-        config.data_dir.clone(),
-        key_material,
+        native::NativeBackends {
+            namespace: Arc::clone(&namespace),
+            data_dir: config.data_dir.clone(),
+            keys: key_material,
+            bulk: bulk.as_ref().map(|(sessions, _, _)| Arc::clone(sessions)),
+            metrics: request_metrics,
+        },
         shutdown.clone(),
     )
     .await

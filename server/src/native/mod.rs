@@ -13,6 +13,7 @@ mod auth;
 pub mod bulk;
 mod client_cert;
 pub mod keys;
+pub mod request_metrics;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -52,20 +53,34 @@ const INLINE_FILE_BYTES_MAX: u64 = 1 << 20;
 /// Longest time one call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the native service serves from.
+pub struct NativeBackends {
+    pub namespace: Arc<Namespace>,
+    pub data_dir: PathBuf,
+    pub keys: KeyMaterialSource,
+    /// The bulk channel's sessions, when the channel is on.
+    pub bulk: Option<Arc<bulk::BulkSessions>>,
+    pub metrics: request_metrics::RequestMetrics,
+}
+
 /// Binds `listen`; serves the native service on the returned address until `shutdown`, over
 /// TLS unless `security` is explicitly plaintext.
 pub async fn serve(
     listen: SocketAddr,
     security: &NativeSecurity,
-    bulk: Option<Arc<bulk::BulkSessions>>,
-    namespace: Arc<Namespace>,
-    data_dir: PathBuf,
-    keys: KeyMaterialSource,
+    backends: NativeBackends,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
     let builder = tonic::transport::Server::builder();
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
+    let NativeBackends {
+        namespace,
+        data_dir,
+        keys,
+        bulk,
+        metrics,
+    } = backends;
     let service = NativeServer {
         namespace,
         auth: Authenticator::new(
@@ -80,6 +95,7 @@ pub async fn serve(
     let service = NativeServiceServer::new(service)
         .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(NATIVE_MESSAGE_BYTES_MAX);
+    let service = request_metrics::Counted::new(service, metrics);
     let server = builder
         .concurrency_limit_per_connection(REQUESTS_PER_CONNECTION_MAX)
         .timeout(REQUEST_TIMEOUT)
