@@ -331,6 +331,14 @@ struct PoolRouter {
 }
 
 impl PoolRouter {
+    /// The store of `pool`.
+    fn route(&self, pool: &PoolName) -> Option<&Arc<dyn ChunkStore>> {
+        self.routes
+            .iter()
+            .find(|(name, _)| name == pool)
+            .map(|(_, store)| store)
+    }
+
     /// Each distinct store once (several directory pools share one [`FsChunkStore`]).
     fn stores(&self) -> Vec<&Arc<dyn ChunkStore>> {
         let mut stores: Vec<&Arc<dyn ChunkStore>> = Vec::new();
@@ -377,10 +385,8 @@ impl ChunkStore for PoolRouter {
         placement: &'a Placement,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let (_, store) = self
-                .routes
-                .iter()
-                .find(|(name, _)| *name == placement.pool)
+            let store = self
+                .route(&placement.pool)
                 .ok_or_else(|| ChunkError::UnknownPool(placement.pool.0.clone()))?;
             store.put(tenant, id, frame, placement).await
         })
@@ -418,6 +424,29 @@ impl ChunkStore for PoolRouter {
             }
             Ok(())
         })
+    }
+
+    fn carries(&self, pool: &PoolName) -> bool {
+        self.route(pool).is_some_and(|store| store.carries(pool))
+    }
+
+    fn put_carried(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: &[u8],
+        placement: &Placement,
+    ) -> Result<(), ChunkError> {
+        self.route(&placement.pool)
+            .ok_or_else(|| ChunkError::UnknownPool(placement.pool.0.clone()))?
+            .put_carried(tenant, id, frame, placement)
+    }
+
+    fn sync_carried(&self) -> Result<(), ChunkError> {
+        for store in self.stores() {
+            store.sync_carried()?;
+        }
+        Ok(())
     }
 }
 

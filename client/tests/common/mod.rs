@@ -181,6 +181,12 @@ impl Server {
     pub fn stop(&mut self) {
         stop(&mut self.child, Duration::from_secs(15));
     }
+
+    /// Kills the server (SIGKILL: no shutdown work at all) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {

@@ -51,6 +51,26 @@ pub(crate) fn replace_durably(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Makes `path` hold `data` like [`replace_durably`] (temporary file renamed into place, so the
+/// name never holds a partial file while the system runs) but without any sync: for files
+/// whose durable copy is elsewhere until they are synced.
+pub(crate) fn replace_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("a file needs a parent directory"))?;
+    ensure_dir(dir)?;
+    let temp = dir.join(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = fs::write(&temp, data).and_then(|()| fs::rename(&temp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
 /// Syncs directory `dir` (its entries: created, renamed or removed names).
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

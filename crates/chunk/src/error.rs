@@ -32,6 +32,9 @@ pub enum ChunkError {
     /// The placement names a pool this store does not have.
     #[error("unknown pool {0}")]
     UnknownPool(String),
+    /// The pool's store cannot keep frames carried in the log (see `ChunkStore::put_carried`).
+    #[error("pool {0} does not keep frames carried in the log")]
+    CarryUnsupported(String),
     /// The chunk is larger than the store accepts.
     #[error("chunk of {0} bytes exceeds the maximum chunk size")]
     TooLarge(usize),

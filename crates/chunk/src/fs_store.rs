@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kiseki_types::{ChunkId, TenantId};
 
+use crate::carried::CarriedFiles;
 use crate::{durable_file, tenant_dirs};
 use crate::{ChunkError, ChunkStore, DeviceClass, Placement, PoolName, StoreFuture};
 
@@ -14,9 +15,12 @@ use crate::{ChunkError, ChunkStore, DeviceClass, Placement, PoolName, StoreFutur
 /// `<pool dir>/t<t>/<first two hex digits>/<hex id>`.
 ///
 /// A chunk is written to a temporary file, synced, renamed into place and its directory synced,
-/// so a crash leaves either the whole frame under its name or nothing.
+/// so a crash leaves either the whole frame under its name or nothing. A frame carried in the
+/// log ([`ChunkStore::put_carried`]) is written the same way without the syncs, which come in
+/// [`ChunkStore::sync_carried`] (see `carried.rs`).
 pub struct FsChunkStore {
     pools: Arc<BTreeMap<PoolName, Pool>>,
+    carried: Arc<CarriedFiles>,
 }
 
 struct Pool {
@@ -36,6 +40,7 @@ impl FsChunkStore {
         }
         Ok(FsChunkStore {
             pools: Arc::new(map),
+            carried: Arc::default(),
         })
     }
 
@@ -80,7 +85,11 @@ fn is_no_space(error: &io::Error) -> bool {
         )
 }
 
-fn write_durably(path: &Path, frame: &[u8]) -> io::Result<()> {
+fn write_durably(carried: &CarriedFiles, path: &Path, frame: &[u8]) -> io::Result<()> {
+    if carried.is_unsynced(path) {
+        // Kept for a log entry so far: what this write promises needs it on disk now.
+        return carried.sync_one(path);
+    }
     if path.exists() {
         return Ok(());
     }
@@ -119,8 +128,9 @@ impl ChunkStore for FsChunkStore {
                 .ok_or_else(|| ChunkError::UnknownPool(placement.pool.0.clone()))?;
             let path = chunk_path(&pool.root, tenant, id);
             let pool_name = placement.pool.0.clone();
+            let carried = Arc::clone(&self.carried);
             blocking(move || {
-                write_durably(&path, &frame).map_err(|source| {
+                write_durably(&carried, &path, &frame).map_err(|source| {
                     if is_no_space(&source) {
                         ChunkError::NoSpace {
                             pool: pool_name,
@@ -136,9 +146,9 @@ impl ChunkStore for FsChunkStore {
     }
 
     fn get(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, Bytes> {
-        let pools = Arc::clone(&self.pools);
+        let (pools, carried) = (Arc::clone(&self.pools), Arc::clone(&self.carried));
         Box::pin(blocking(move || {
-            let store = FsChunkStore { pools };
+            let store = FsChunkStore { pools, carried };
             let path = store
                 .locate(tenant, id)
                 .ok_or(ChunkError::NotFound { tenant, id })?;
@@ -152,7 +162,9 @@ impl ChunkStore for FsChunkStore {
     }
 
     fn contains(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, bool> {
-        let found = self.locate(tenant, id).is_some();
+        let found = self
+            .locate(tenant, id)
+            .is_some_and(|path| !self.carried.is_unsynced(&path));
         Box::pin(async move { Ok(found) })
     }
 
@@ -165,5 +177,39 @@ impl ChunkStore for FsChunkStore {
             }),
             None => Ok(()),
         }))
+    }
+
+    fn carries(&self, pool: &PoolName) -> bool {
+        self.pools.contains_key(pool)
+    }
+
+    fn put_carried(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: &[u8],
+        placement: &Placement,
+    ) -> Result<(), ChunkError> {
+        let pool = self
+            .pools
+            .get(&placement.pool)
+            .ok_or_else(|| ChunkError::UnknownPool(placement.pool.0.clone()))?;
+        let path = chunk_path(&pool.root, tenant, id);
+        self.carried.write(&path, frame).map_err(|source| {
+            if is_no_space(&source) {
+                ChunkError::NoSpace {
+                    pool: placement.pool.0.clone(),
+                    id,
+                }
+            } else {
+                io_error(&path, source)
+            }
+        })
+    }
+
+    fn sync_carried(&self) -> Result<(), ChunkError> {
+        self.carried
+            .sync()
+            .map_err(|source| io_error(Path::new("carried chunk files"), source))
     }
 }

@@ -7,6 +7,7 @@
 //! except to the caller that holds the tenant's keys.
 
 mod buffer;
+mod carried;
 mod durable_file;
 mod ec;
 mod erasure_store;
@@ -42,7 +43,7 @@ pub use placement::{
     JOURNAL_MOVED_MAX, MOVED_FILE_MAGIC, MOVED_FILE_VERSION,
 };
 pub use repair::{RepairReport, REPAIR_CONCURRENCY_MAX, REPORT_LOST_MAX};
-pub use service::{ChunkService, WrittenChunk};
+pub use service::{ChunkService, SealedKept, WrittenChunk};
 pub use spread::{
     device_list_epoch, ChunkLayout, FailureDomain, PlacementEngine, PlacementRefused,
 };

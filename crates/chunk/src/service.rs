@@ -7,7 +7,8 @@ use kiseki_types::{ChunkId, TenantId};
 
 use crate::format::associated_data;
 use crate::{
-    ChunkBuffer, ChunkError, ChunkHeader, ChunkStore, Placement, PlacementPolicy, HEADER_BYTES,
+    ChunkBuffer, ChunkError, ChunkHeader, ChunkStore, Placement, PlacementPolicy, PoolName,
+    HEADER_BYTES,
 };
 
 /// A chunk that is now durable in the store.
@@ -26,6 +27,17 @@ pub struct WrittenChunk {
 pub struct ChunkService {
     store: Arc<dyn ChunkStore>,
     policy: Arc<PlacementPolicy>,
+}
+
+/// How [`ChunkService::keep_sealed_for_log`] kept a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SealedKept {
+    /// The chunk was stored already (deduplicated).
+    AlreadyStored,
+    /// Stored durably: the commit need not carry it.
+    Stored,
+    /// Written to this pool without syncs: the commit must carry the frame in its log entry.
+    Carried(PoolName),
 }
 
 impl ChunkService {
@@ -262,6 +274,39 @@ impl ChunkService {
         let placement = self.policy.placement_for(tenant, workload);
         self.store.put(tenant, id, frame, placement).await?;
         Ok(false)
+    }
+
+    /// Checks an uploaded frame exactly as [`ChunkService::store_sealed`] does, then keeps it
+    /// for a commit that will carry it in the shard log when its pool's store can (written
+    /// without syncs: the log entry is its durable copy until the store syncs it), or stores it
+    /// durably otherwise.
+    pub async fn keep_sealed_for_log(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: &Bytes,
+        workload: Option<&str>,
+        addressing: &AddressingKey,
+        key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
+    ) -> Result<SealedKept, ChunkError> {
+        let header = ChunkHeader::decode(frame, tenant, id)?;
+        if self.store.contains(tenant, id).await? {
+            return Ok(SealedKept::AlreadyStored);
+        }
+        verify_sealed(&header, frame, addressing, key_for_epoch)?;
+        let placement = self.policy.placement_for(tenant, workload).clone();
+        if !self.store.carries(&placement.pool) {
+            self.store
+                .put(tenant, id, frame.clone(), &placement)
+                .await?;
+            return Ok(SealedKept::Stored);
+        }
+        let (store, kept) = (Arc::clone(&self.store), frame.clone());
+        let pool = placement.pool.clone();
+        tokio::task::spawn_blocking(move || store.put_carried(tenant, id, &kept, &placement))
+            .await
+            .map_err(|error| ChunkError::Task(error.to_string()))??;
+        Ok(SealedKept::Carried(pool))
     }
 
     /// Reads chunk `id` of `tenant` as a sealed frame, checked against its header and

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use kiseki_types::{ChunkId, TenantId};
 
-use crate::{ChunkError, Placement};
+use crate::{ChunkError, Placement, PoolName};
 
 /// The future every store operation returns (boxed so stores can be used as trait objects).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ChunkError>> + Send + 'a>>;
@@ -30,4 +30,28 @@ pub trait ChunkStore: Send + Sync + 'static {
 
     /// Removes chunk `id`; removing a missing chunk is not an error.
     fn delete(&self, tenant: TenantId, id: ChunkId) -> StoreFuture<'_, ()>;
+
+    /// Whether frames placed in `pool` can be kept with [`ChunkStore::put_carried`].
+    fn carries(&self, _pool: &PoolName) -> bool {
+        false
+    }
+
+    /// Keeps a frame whose durable copy is the shard-log entry that carries it, without waiting
+    /// for the disk; blocking. It becomes durable by [`ChunkStore::sync_carried`], which must
+    /// run before that entry leaves the log. Until then [`ChunkStore::contains`] reports the
+    /// chunk absent, so a write that deduplicates against it stores it durably with `put`.
+    fn put_carried(
+        &self,
+        _tenant: TenantId,
+        _id: ChunkId,
+        _frame: &[u8],
+        placement: &Placement,
+    ) -> Result<(), ChunkError> {
+        Err(ChunkError::CarryUnsupported(placement.pool.0.clone()))
+    }
+
+    /// Makes every frame kept with [`ChunkStore::put_carried`] durable; blocking.
+    fn sync_carried(&self) -> Result<(), ChunkError> {
+        Ok(())
+    }
 }

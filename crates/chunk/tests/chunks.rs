@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kiseki_chunk::{
     ChunkError, ChunkService, ChunkStore, DeviceClass, FsChunkStore, MemoryChunkStore, Placement,
-    PoolName,
+    PoolName, SealedKept,
 };
 use kiseki_crypto::{AddressingKey, DataKey, DekEpoch, KEY_BYTES};
 use kiseki_types::TenantId;
@@ -312,4 +312,80 @@ fn walk(dir: &Path) -> Vec<String> {
         }
     }
     names
+}
+
+#[tokio::test]
+async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, service) = fs_service(dir.path());
+    let tenant = Tenant::new(1, 10);
+    let data = pattern(3000, 5);
+    let id = tenant.addressing.chunk_id(&data);
+    let frame = ChunkService::seal(tenant.id, id, &tenant.key, &data).unwrap();
+    let kept = service
+        .keep_sealed_for_log(
+            tenant.id,
+            id,
+            &frame,
+            None,
+            &tenant.addressing,
+            &tenant.keys(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, SealedKept::Carried(PoolName("default".into())));
+    // Readable at once, but not yet a chunk to deduplicate against: it may not be on disk.
+    assert_eq!(
+        service.read(tenant.id, id, &tenant.keys()).await.unwrap(),
+        data
+    );
+    assert!(!store.contains(tenant.id, id).await.unwrap());
+
+    // A write of the same content stores it durably (syncing the kept file) ...
+    let written = service
+        .write(tenant.id, &tenant.addressing, &tenant.key, &data)
+        .await
+        .unwrap();
+    assert_eq!(written.id, id);
+    assert!(store.contains(tenant.id, id).await.unwrap());
+    // ... and one already stored is not kept again.
+    let again = service
+        .keep_sealed_for_log(
+            tenant.id,
+            id,
+            &frame,
+            None,
+            &tenant.addressing,
+            &tenant.keys(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, SealedKept::AlreadyStored);
+
+    // Kept frames count once the store syncs them (before a snapshot drops their log entries).
+    let other = pattern(2000, 6);
+    let other_id = tenant.addressing.chunk_id(&other);
+    let other_frame = ChunkService::seal(tenant.id, other_id, &tenant.key, &other).unwrap();
+    store
+        .put_carried(tenant.id, other_id, &other_frame, &default_pool())
+        .unwrap();
+    assert!(!store.contains(tenant.id, other_id).await.unwrap());
+    store.sync_carried().unwrap();
+    assert!(store.contains(tenant.id, other_id).await.unwrap());
+
+    // A frame that fails its checks is refused before anything is kept.
+    let mut altered = other_frame.to_vec();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let refused = service
+        .keep_sealed_for_log(
+            tenant.id,
+            tenant.addressing.chunk_id(b"nothing"),
+            &bytes::Bytes::from(altered),
+            None,
+            &tenant.addressing,
+            &tenant.keys(),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
 }

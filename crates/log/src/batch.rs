@@ -72,6 +72,15 @@ fn extent_count(delta: &Delta) -> usize {
         // A placement record is about as large as a few extents.
         Delta::Placed { placements, delta } => placements.len() + extent_count(delta),
         Delta::RecordPlacement { placements } => placements.len(),
+        // A carried frame weighs as many extents as take its bytes (an extent is ~64 bytes),
+        // so a batch of carried frames stays about as large as one maximal delta.
+        Delta::Carried { frames, delta } => {
+            frames
+                .iter()
+                .map(|frame| frame.frame.len() / 64 + 1)
+                .sum::<usize>()
+                + extent_count(delta)
+        }
         _ => 0,
     }
 }

@@ -247,6 +247,42 @@ pub enum Delta {
         /// earlier one.
         placements: Vec<ChunkPlacement>,
     },
+    /// Applies `delta` (a write of a small file) and keeps the sealed frames of the chunks it
+    /// references in the chunk store: the entry is their durable copy until the store syncs
+    /// them, so one log `fdatasync` makes a small write durable. The outcome is `delta`'s; the
+    /// frames are kept only when it applies.
+    Carried {
+        /// The frames (at most [`CARRIED_FRAMES_PER_DELTA_MAX`], each at most
+        /// [`CARRIED_FRAME_BYTES_MAX`] bytes).
+        frames: Vec<CarriedFrame>,
+        /// The write that references them (never itself `Carried` or `Placed`).
+        delta: Box<Delta>,
+    },
+}
+
+/// Largest sealed frame a delta may carry.
+pub const CARRIED_FRAME_BYTES_MAX: usize = 64 * 1024;
+/// Frames one delta may carry.
+pub const CARRIED_FRAMES_PER_DELTA_MAX: usize = 16;
+
+/// A small chunk's sealed frame (ciphertext, as stored), carried in the log entry that commits
+/// the write referencing it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedFrame {
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The pool the frame is kept in.
+    pub pool: String,
+    /// The sealed frame.
+    pub frame: Vec<u8>,
+}
+
+impl CarriedFrame {
+    /// Whether the frame is within its bounds (checked when proposed and when applied).
+    pub fn is_bounded(&self) -> bool {
+        self.frame.len() <= CARRIED_FRAME_BYTES_MAX
+            && self.pool.len() <= PLACEMENT_POOL_NAME_BYTES_MAX
+    }
 }
 
 /// Placement records one delta may carry: one per chunk of a maximal composition.

@@ -68,9 +68,9 @@ pub use cluster::{
 };
 pub use dedupe::{ProposalTag, ProposerId, DEDUPE_ENTRIES_PER_PROPOSER_MAX, DEDUPE_PROPOSERS_MAX};
 pub use delta::{
-    Applied, AttrChanges, ChunkPlacement, Delta, DeltaOutcome, FragmentSite, NewNode, ObjectWrite,
-    Owner, PutCondition, PLACEMENTS_PER_DELTA_MAX, PLACEMENT_FRAGMENTS_MAX,
-    PLACEMENT_POOL_NAME_BYTES_MAX,
+    Applied, AttrChanges, CarriedFrame, ChunkPlacement, Delta, DeltaOutcome, FragmentSite, NewNode,
+    ObjectWrite, Owner, PutCondition, CARRIED_FRAMES_PER_DELTA_MAX, CARRIED_FRAME_BYTES_MAX,
+    PLACEMENTS_PER_DELTA_MAX, PLACEMENT_FRAGMENTS_MAX, PLACEMENT_POOL_NAME_BYTES_MAX,
 };
 pub use error::LogError;
 pub use log_store::{LogReader, LogStore};

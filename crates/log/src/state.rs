@@ -19,6 +19,13 @@ pub trait ShardState: Send + Sync + 'static {
 
     /// Returns to the empty state (before any delta).
     fn reset(&mut self);
+
+    /// Makes durable elsewhere what applied entries hold only in the log (frames of
+    /// `Delta::Carried`); called before each snapshot, which lets the log drop those entries.
+    /// An error fails the snapshot, so the entries stay.
+    fn make_durable(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A snapshot that could not be restored.

@@ -76,6 +76,8 @@ pub struct SnapshotBuilder {
     header: SnapshotHeader,
     state_bytes: Vec<u8>,
     dedupe_bytes: Result<Vec<u8>, String>,
+    /// Whether what the snapshot's entries held only in the log was made durable.
+    durable: Result<(), String>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -83,6 +85,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = self.header.meta();
         let write_error =
             |error: &io::Error| StorageIOError::write_snapshot(Some(meta.signature()), error);
+        self.durable
+            .clone()
+            .map_err(|message| write_error(&io::Error::other(message)))?;
         let dedupe = self
             .dedupe_bytes
             .as_deref()
@@ -137,11 +142,14 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         // Encoded here, between applies, so the bytes match `last_applied` exactly.
-        let state_bytes = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .encode_snapshot();
+        let (state_bytes, durable) = {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            (state.encode_snapshot(), state.make_durable())
+        };
+        if let Err(error) = &durable {
+            // The snapshot fails, so the log keeps the entries until a later one succeeds.
+            tracing::error!(%error, "making applied entries durable before a snapshot");
+        }
         let dedupe_bytes = self.dedupe.encode();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -158,6 +166,7 @@ impl<S: ShardState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             header,
             state_bytes,
             dedupe_bytes,
+            durable,
         }
     }
 

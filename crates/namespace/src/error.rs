@@ -13,9 +13,10 @@ pub fn from_chunk_error(error: ChunkError, what: &str) -> NamespaceError {
         | ChunkError::MissingKey { .. } => ErrorKind::Corrupt,
         ChunkError::NoSpace { .. } => ErrorKind::NoSpace,
         ChunkError::TooLarge(_) | ChunkError::UnknownPool(_) => ErrorKind::InvalidArgument,
-        ChunkError::Crypto(_) | ChunkError::Io { .. } | ChunkError::Task(_) => {
-            ErrorKind::Unavailable
-        }
+        ChunkError::Crypto(_)
+        | ChunkError::Io { .. }
+        | ChunkError::Task(_)
+        | ChunkError::CarryUnsupported(_) => ErrorKind::Unavailable,
     };
     NamespaceError::new(kind, format!("{what}: {error}"))
 }

@@ -4,8 +4,10 @@
 //! committed with one delta.
 
 use bytes::Bytes;
+use kiseki_chunk::SealedKept;
+use kiseki_log::{CarriedFrame, Delta, CARRIED_FRAME_BYTES_MAX};
 use kiseki_types::limits::DELTA_EXTENTS_MAX;
-use kiseki_types::{ChunkId, ErrorKind, Extent, InodeId, NamespaceError};
+use kiseki_types::{ChunkId, ErrorKind, Extent, InodeId, NamespaceError, Timestamp};
 
 use crate::error::from_chunk_error;
 use crate::{TenantNamespace, WrittenData};
@@ -56,6 +58,66 @@ impl TenantNamespace {
             )
             .await
             .map_err(|error| from_chunk_error(error, &format!("storing chunk {id}")))
+    }
+
+    /// Stores a small file's sealed frame (`extent.chunk`, from a client running as `workload`)
+    /// and commits it as `extent` of `inode`, with the checks of
+    /// [`Self::store_sealed_chunk`]. When the frame is small enough and its pool's store can,
+    /// the frame rides in the log entry of the write (`Delta::Carried`): one log `fdatasync`
+    /// makes the write durable and the chunk file is synced before a snapshot drops the entry.
+    /// Otherwise the chunk is stored durably first, as separate calls would. Returns `true`
+    /// when the tenant already had the chunk.
+    pub async fn commit_small_write(
+        &self,
+        inode: InodeId,
+        extent: Extent,
+        frame: Bytes,
+        workload: Option<&str>,
+    ) -> Result<bool, NamespaceError> {
+        check_extents(std::slice::from_ref(&extent))?;
+        if frame.len() > CARRIED_FRAME_BYTES_MAX {
+            let deduplicated = self
+                .store_sealed_chunk(extent.chunk, frame, workload)
+                .await?;
+            self.commit_extents(inode, 0, vec![extent], false).await?;
+            return Ok(deduplicated);
+        }
+        let (chunks, keyring, _) = self.chunk_parts();
+        let key_for_epoch = |epoch| keyring.epoch(epoch).ok();
+        let id = extent.chunk;
+        let kept = chunks
+            .keep_sealed_for_log(
+                self.tenant(),
+                id,
+                &frame,
+                workload,
+                keyring.addressing(),
+                &key_for_epoch,
+            )
+            .await
+            .map_err(|error| from_chunk_error(error, &format!("storing chunk {id}")))?;
+        let pool = match kept {
+            SealedKept::AlreadyStored | SealedKept::Stored => {
+                self.commit_extents(inode, 0, vec![extent], false).await?;
+                return Ok(kept == SealedKept::AlreadyStored);
+            }
+            SealedKept::Carried(pool) => pool,
+        };
+        let write = Delta::Write {
+            inode,
+            extents: vec![extent],
+            time: Timestamp::now(),
+        };
+        let carried = Delta::Carried {
+            frames: vec![CarriedFrame {
+                chunk: id,
+                pool: pool.0,
+                frame: frame.to_vec(),
+            }],
+            delta: Box::new(write),
+        };
+        self.propose(carried, &format!("write {inode}")).await?;
+        Ok(false)
     }
 
     /// The sealed frame of chunk `id`, checked against its checksums.

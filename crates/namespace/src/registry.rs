@@ -144,7 +144,10 @@ impl Namespace {
             .await
             .map_err(|error| from_key_error(error, &what))?;
         let shard = ShardId { tenant, index: 0 };
-        let view = Arc::new(RwLock::new(NamespaceView::new(shard.index)));
+        let view = Arc::new(RwLock::new(
+            NamespaceView::new(shard.index)
+                .keeping_carried_frames(tenant, Arc::clone(self.chunks.store())),
+        ));
         let dir = self.config.shards_dir.join(shard.to_string());
         let options = self.config.log.clone();
         let log = match &self.config.cluster {

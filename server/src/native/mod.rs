@@ -595,25 +595,29 @@ impl NativeService for NativeServer {
             frame.push(piece.data).map_err(assembly_error)?;
         }
         let frame = frame.finish().map_err(assembly_error)?;
-        let deduplicated = namespace
-            .store_sealed_chunk(id, frame, Some(&caller.workload))
-            .await
-            .map_err(status)?;
-        let mut attr = None;
-        if let Some(commit) = first.commit {
-            let inode = InodeId(commit.inode);
-            let extent = Extent {
-                file_offset: commit.file_offset,
-                len: commit.len,
-                chunk: id,
-                chunk_offset: 0,
-            };
-            namespace
-                .commit_extents(inode, 0, vec![extent], false)
+        let Some(commit) = first.commit else {
+            let deduplicated = namespace
+                .store_sealed_chunk(id, frame, Some(&caller.workload))
                 .await
                 .map_err(status)?;
-            attr = node_reply(&namespace, inode)?.into_inner().attr;
-        }
+            return Ok(Response::new(wire::PutChunkResponse {
+                deduplicated,
+                attr: None,
+            }));
+        };
+        // A small file in one call: the frame may ride in the commit's log entry.
+        let inode = InodeId(commit.inode);
+        let extent = Extent {
+            file_offset: commit.file_offset,
+            len: commit.len,
+            chunk: id,
+            chunk_offset: 0,
+        };
+        let deduplicated = namespace
+            .commit_small_write(inode, extent, frame, Some(&caller.workload))
+            .await
+            .map_err(status)?;
+        let attr = node_reply(&namespace, inode)?.into_inner().attr;
         Ok(Response::new(wire::PutChunkResponse { deduplicated, attr }))
     }
 

@@ -134,6 +134,7 @@ impl NamespaceView {
                 self.record_placements(placements);
                 Ok(kiseki_log::Applied { inode: None })
             }
+            Delta::Carried { frames, delta } => self.apply_carried(frames, delta),
         }
     }
 

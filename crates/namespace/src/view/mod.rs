@@ -4,6 +4,7 @@
 //! log.
 
 mod apply;
+mod carried;
 mod listing;
 mod objects;
 mod placements;
@@ -61,6 +62,9 @@ pub struct NamespaceView {
     /// snapshots still decode; never removed yet (no garbage collection of chunks exists).
     #[serde(skip)]
     placements: BTreeMap<ChunkId, ChunkPlacement>,
+    /// Where frames carried in the log are kept (not state: the same on every replica's view).
+    #[serde(skip)]
+    keeper: carried::FrameKeeper,
 }
 
 /// Version 2 added system metadata on nodes and multipart uploads; version 3 appends the
@@ -70,6 +74,16 @@ const SNAPSHOT_VERSION: u8 = 3;
 const SNAPSHOT_VERSION_NO_PLACEMENTS: u8 = 2;
 
 impl NamespaceView {
+    /// This view, keeping the frames that `Delta::Carried` entries bring in `tenant`'s `store`.
+    pub fn keeping_carried_frames(
+        mut self,
+        tenant: kiseki_types::TenantId,
+        store: Arc<dyn kiseki_chunk::ChunkStore>,
+    ) -> Self {
+        self.keeper = carried::FrameKeeper::new(tenant, store);
+        self
+    }
+
     /// An empty view of shard `shard_index`; shard 0 holds the tenant's root directory.
     pub fn new(shard_index: u16) -> Self {
         let mut view = NamespaceView {
@@ -79,6 +93,7 @@ impl NamespaceView {
             uploads: BTreeMap::new(),
             applied_deltas: 0,
             placements: BTreeMap::new(),
+            keeper: carried::FrameKeeper::default(),
         };
         if shard_index == 0 {
             view.nodes.insert(
@@ -172,12 +187,19 @@ impl ShardState for NamespaceView {
             .map_err(|error| SnapshotError::Corrupt(format!("placement table: {error}")))?;
             view.placements = table;
         }
+        view.keeper = self.keeper.clone();
         *self = view;
         Ok(())
     }
 
     fn reset(&mut self) {
+        let keeper = self.keeper.clone();
         *self = NamespaceView::new(self.shard_index);
+        self.keeper = keeper;
+    }
+
+    fn make_durable(&self) -> Result<(), String> {
+        self.keeper.sync()
     }
 }
 

@@ -217,6 +217,72 @@ fn hard_links_keep_the_node_until_the_last_name_goes() {
     assert_eq!(view.attributes(file).unwrap_err().kind, ErrorKind::NotFound);
 }
 
+#[tokio::test]
+async fn carried_frames_are_kept_when_their_write_applies_and_synced_before_a_snapshot() {
+    use std::sync::Arc;
+
+    use kiseki_chunk::{ChunkStore, DeviceClass, FsChunkStore, PoolName};
+    use kiseki_log::CarriedFrame;
+    use kiseki_types::TenantId;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PoolName("default".into());
+    let store = Arc::new(
+        FsChunkStore::open([(pool.clone(), dir.path().to_owned(), DeviceClass::FastNvme)]).unwrap(),
+    );
+    let tenant = TenantId(1);
+    let mut view = NamespaceView::new(0).keeping_carried_frames(tenant, Arc::clone(&store) as _);
+    let file = create(&mut view, InodeId::ROOT, "small").unwrap();
+    let carried = |chunk: u8, inode: InodeId| Delta::Carried {
+        frames: vec![CarriedFrame {
+            chunk: ChunkId([chunk; 32]),
+            pool: pool.0.clone(),
+            frame: vec![chunk; 100],
+        }],
+        delta: Box::new(Delta::Write {
+            inode,
+            extents: vec![Extent {
+                file_offset: 0,
+                len: 100,
+                chunk: ChunkId([chunk; 32]),
+                chunk_offset: 0,
+            }],
+            time: Timestamp(2),
+        }),
+    };
+
+    apply(&mut view, carried(7, file)).unwrap();
+    assert_eq!(view.attributes(file).unwrap().size, 100);
+    let kept = ChunkId([7; 32]);
+    assert_eq!(store.get(tenant, kept).await.unwrap().as_ref(), &[7; 100]);
+    assert!(
+        !store.contains(tenant, kept).await.unwrap(),
+        "unsynced: not yet a chunk to deduplicate against"
+    );
+
+    // A write that does not apply keeps nothing; wrappers do not nest.
+    assert_eq!(
+        apply(&mut view, carried(8, InodeId(999))),
+        Err(ErrorKind::NotFound)
+    );
+    assert!(store.get(tenant, ChunkId([8; 32])).await.is_err());
+    let nested = Delta::Carried {
+        frames: Vec::new(),
+        delta: Box::new(carried(9, file)),
+    };
+    assert_eq!(apply(&mut view, nested), Err(ErrorKind::InvalidArgument));
+
+    // Before a snapshot lets the log drop the entry, the kept frame is synced; a restored
+    // view still keeps frames.
+    view.make_durable().unwrap();
+    assert!(store.contains(tenant, kept).await.unwrap());
+    let image = view.encode_snapshot();
+    view.restore_snapshot(&image).unwrap();
+    let other = create(&mut view, InodeId::ROOT, "other").unwrap();
+    apply(&mut view, carried(10, other)).unwrap();
+    assert!(store.get(tenant, ChunkId([10; 32])).await.is_ok());
+}
+
 #[test]
 fn snapshot_restores_an_identical_view() {
     let mut view = NamespaceView::new(0);
