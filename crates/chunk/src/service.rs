@@ -36,8 +36,9 @@ pub enum SealedKept {
     AlreadyStored,
     /// Stored durably: the commit need not carry it.
     Stored,
-    /// Written to this pool without syncs: the commit must carry the frame in its log entry.
-    Carried(PoolName),
+    /// Checked, not written: the commit must carry the frame in its log entry, and applying
+    /// it keeps the frame in this pool.
+    ToCarry(PoolName),
 }
 
 impl ChunkService {
@@ -276,10 +277,11 @@ impl ChunkService {
         Ok(false)
     }
 
-    /// Checks an uploaded frame exactly as [`ChunkService::store_sealed`] does, then keeps it
-    /// for a commit that will carry it in the shard log when its pool's store can (written
-    /// without syncs: the log entry is its durable copy until the store syncs it), or stores it
-    /// durably otherwise.
+    /// Checks an uploaded frame exactly as [`ChunkService::store_sealed`] does and decides how
+    /// it is kept: carried in the log entry of the commit when its pool's store can keep
+    /// carried frames (nothing is written now: applying the entry writes the chunk file, so a
+    /// chunk file never exists without a committed entry that holds its frame), or stored
+    /// durably now otherwise.
     pub async fn keep_sealed_for_log(
         &self,
         tenant: TenantId,
@@ -294,19 +296,12 @@ impl ChunkService {
             return Ok(SealedKept::AlreadyStored);
         }
         verify_sealed(&header, frame, addressing, key_for_epoch)?;
-        let placement = self.policy.placement_for(tenant, workload).clone();
-        if !self.store.carries(&placement.pool) {
-            self.store
-                .put(tenant, id, frame.clone(), &placement)
-                .await?;
-            return Ok(SealedKept::Stored);
+        let placement = self.policy.placement_for(tenant, workload);
+        if self.store.carries(&placement.pool) {
+            return Ok(SealedKept::ToCarry(placement.pool.clone()));
         }
-        let (store, kept) = (Arc::clone(&self.store), frame.clone());
-        let pool = placement.pool.clone();
-        tokio::task::spawn_blocking(move || store.put_carried(tenant, id, &kept, &placement))
-            .await
-            .map_err(|error| ChunkError::Task(error.to_string()))??;
-        Ok(SealedKept::Carried(pool))
+        self.store.put(tenant, id, frame.clone(), placement).await?;
+        Ok(SealedKept::Stored)
     }
 
     /// Reads chunk `id` of `tenant` as a sealed frame, checked against its header and

@@ -322,6 +322,7 @@ async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
     let data = pattern(3000, 5);
     let id = tenant.addressing.chunk_id(&data);
     let frame = ChunkService::seal(tenant.id, id, &tenant.key, &data).unwrap();
+    // Checked, not written: the log entry that carries it will keep it.
     let kept = service
         .keep_sealed_for_log(
             tenant.id,
@@ -333,8 +334,14 @@ async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
         )
         .await
         .unwrap();
-    assert_eq!(kept, SealedKept::Carried(PoolName("default".into())));
-    // Readable at once, but not yet a chunk to deduplicate against: it may not be on disk.
+    assert_eq!(kept, SealedKept::ToCarry(PoolName("default".into())));
+    assert!(service.read(tenant.id, id, &tenant.keys()).await.is_err());
+
+    // Kept (as applying the entry does): readable at once, but not yet a chunk to deduplicate
+    // against, since it may not be on disk.
+    store
+        .put_carried(tenant.id, id, &frame, &default_pool())
+        .unwrap();
     assert_eq!(
         service.read(tenant.id, id, &tenant.keys()).await.unwrap(),
         data
@@ -348,7 +355,7 @@ async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
         .unwrap();
     assert_eq!(written.id, id);
     assert!(store.contains(tenant.id, id).await.unwrap());
-    // ... and one already stored is not kept again.
+    // ... and one already stored is not carried again.
     let again = service
         .keep_sealed_for_log(
             tenant.id,
@@ -373,19 +380,26 @@ async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
     store.sync_carried().unwrap();
     assert!(store.contains(tenant.id, other_id).await.unwrap());
 
-    // A frame that fails its checks is refused before anything is kept.
-    let mut altered = other_frame.to_vec();
+    // A frame that fails its checks (a flipped ciphertext byte) is refused.
+    let third = pattern(1000, 7);
+    let third_id = tenant.addressing.chunk_id(&third);
+    let mut altered = ChunkService::seal(tenant.id, third_id, &tenant.key, &third)
+        .unwrap()
+        .to_vec();
     let last = altered.len() - 1;
     altered[last] ^= 1;
     let refused = service
         .keep_sealed_for_log(
             tenant.id,
-            tenant.addressing.chunk_id(b"nothing"),
+            third_id,
             &bytes::Bytes::from(altered),
             None,
             &tenant.addressing,
             &tenant.keys(),
         )
         .await;
-    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ChunkError::Corrupt { .. })),
+        "{refused:?}"
+    );
 }

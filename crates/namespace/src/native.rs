@@ -64,7 +64,8 @@ impl TenantNamespace {
     /// and commits it as `extent` of `inode`, with the checks of
     /// [`Self::store_sealed_chunk`]. When the frame is small enough and its pool's store can,
     /// the frame rides in the log entry of the write (`Delta::Carried`): one log `fdatasync`
-    /// makes the write durable and the chunk file is synced before a snapshot drops the entry.
+    /// makes the write durable; applying the entry writes the chunk file, which is synced
+    /// before a snapshot drops the entry.
     /// Otherwise the chunk is stored durably first, as separate calls would. Returns `true`
     /// when the tenant already had the chunk.
     pub async fn commit_small_write(
@@ -101,7 +102,7 @@ impl TenantNamespace {
                 self.commit_extents(inode, 0, vec![extent], false).await?;
                 return Ok(kept == SealedKept::AlreadyStored);
             }
-            SealedKept::Carried(pool) => pool,
+            SealedKept::ToCarry(pool) => pool,
         };
         let write = Delta::Write {
             inode,

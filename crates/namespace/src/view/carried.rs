@@ -3,7 +3,7 @@
 //! write references; a snapshot first syncs them (`make_durable`), since it lets the log drop
 //! the entries that were their durable copy.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kiseki_chunk::{ChunkStore, Placement, PoolName};
 use kiseki_log::{CarriedFrame, Delta, DeltaOutcome, CARRIED_FRAMES_PER_DELTA_MAX};
@@ -12,46 +12,92 @@ use kiseki_types::{ErrorKind, TenantId};
 use super::apply::error;
 use super::NamespaceView;
 
-/// The chunk store a view keeps carried frames in (none for views without chunks, in tests).
+/// Frames kept at most once more before a snapshot after their first keep failed.
+const FAILED_KEEPS_MAX: usize = 1024;
+
+/// The chunk store a view keeps carried frames in (none for views without chunks, in tests),
+/// and the frames whose keeping failed (retried before a snapshot, which fails while any still
+/// fails, so the log keeps their entries).
 #[derive(Clone, Default)]
-pub(crate) struct FrameKeeper(Option<(TenantId, Arc<dyn ChunkStore>)>);
+pub(crate) struct FrameKeeper(Option<Arc<Keeper>>);
+
+struct Keeper {
+    tenant: TenantId,
+    store: Arc<dyn ChunkStore>,
+    failed: Mutex<Vec<CarriedFrame>>,
+}
 
 impl std::fmt::Debug for FrameKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("FrameKeeper")
-            .field(&self.0.as_ref().map(|(tenant, _)| tenant))
+            .field(&self.0.as_ref().map(|keeper| keeper.tenant))
             .finish()
     }
 }
 
 impl FrameKeeper {
     pub(crate) fn new(tenant: TenantId, store: Arc<dyn ChunkStore>) -> Self {
-        FrameKeeper(Some((tenant, store)))
+        FrameKeeper(Some(Arc::new(Keeper {
+            tenant,
+            store,
+            failed: Mutex::new(Vec::new()),
+        })))
     }
 
     fn keep(&self, frames: &[CarriedFrame]) {
-        let Some((tenant, store)) = &self.0 else {
+        let Some(keeper) = &self.0 else {
             return;
         };
         for carried in frames {
-            let placement = Placement {
-                pool: PoolName(carried.pool.clone()),
-            };
-            if let Err(error) =
-                store.put_carried(*tenant, carried.chunk, &carried.frame, &placement)
-            {
-                // The entry stays the frame's copy until a snapshot, which this same failure
-                // will refuse (make_durable syncs what was kept).
-                tracing::error!(%tenant, chunk = %carried.chunk, %error, "keeping a frame carried in the log");
+            if let Err(error) = keeper.keep(carried) {
+                tracing::error!(tenant = %keeper.tenant, chunk = %carried.chunk, %error,
+                    "keeping a frame carried in the log; retried before the next snapshot");
+                let mut failed = keeper.failed.lock().unwrap_or_else(PoisonError::into_inner);
+                if failed.len() < FAILED_KEEPS_MAX {
+                    failed.push(carried.clone());
+                }
             }
         }
     }
 
     pub(crate) fn sync(&self) -> Result<(), String> {
-        match &self.0 {
-            Some((_, store)) => store.sync_carried().map_err(|error| error.to_string()),
-            None => Ok(()),
+        let Some(keeper) = &self.0 else {
+            return Ok(());
+        };
+        let failed =
+            std::mem::take(&mut *keeper.failed.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut still = Vec::new();
+        let mut first_error = None;
+        for carried in failed {
+            if let Err(error) = keeper.keep(&carried) {
+                first_error.get_or_insert_with(|| error.to_string());
+                still.push(carried);
+            }
         }
+        if let Some(error) = first_error {
+            keeper
+                .failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(still);
+            return Err(format!(
+                "a frame carried in the log is not kept yet: {error}"
+            ));
+        }
+        keeper
+            .store
+            .sync_carried()
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl Keeper {
+    fn keep(&self, carried: &CarriedFrame) -> Result<(), kiseki_chunk::ChunkError> {
+        let placement = Placement {
+            pool: PoolName(carried.pool.clone()),
+        };
+        self.store
+            .put_carried(self.tenant, carried.chunk, &carried.frame, &placement)
     }
 }
 

@@ -281,6 +281,25 @@ async fn carried_frames_are_kept_when_their_write_applies_and_synced_before_a_sn
     let other = create(&mut view, InodeId::ROOT, "other").unwrap();
     apply(&mut view, carried(10, other)).unwrap();
     assert!(store.get(tenant, ChunkId([10; 32])).await.is_ok());
+
+    // A frame that cannot be kept (here: a pool this store lacks) refuses every snapshot, so
+    // the log keeps the entry that holds it.
+    let lost = Delta::Carried {
+        frames: vec![CarriedFrame {
+            chunk: ChunkId([11; 32]),
+            pool: "elsewhere".into(),
+            frame: vec![11; 100],
+        }],
+        delta: Box::new(Delta::Write {
+            inode: other,
+            extents: Vec::new(),
+            time: Timestamp(3),
+        }),
+    };
+    apply(&mut view, lost).unwrap();
+    let refused = view.make_durable().unwrap_err();
+    assert!(refused.contains("not kept yet"), "{refused}");
+    assert!(view.make_durable().is_err(), "still refused on the next snapshot");
 }
 
 #[test]
