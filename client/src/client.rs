@@ -1042,6 +1042,12 @@ impl Client {
 
     // ---- User metadata (xattrs) ----
 
+    /// Whether an xattr called `name` can exist here (only `user.` names are kept): the FUSE
+    /// adapter answers the rest at once, since `ls -l` asks for two of them per file.
+    pub fn keeps_xattr(name: &str) -> bool {
+        user_key(name).is_some()
+    }
+
     /// The value of xattr `name` (`user.*` names map to user metadata); `None` if absent.
     pub async fn get_xattr(&self, inode: InodeId, name: &str) -> Result<Option<Vec<u8>>> {
         let Some(key) = user_key(name) else {
