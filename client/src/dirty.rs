@@ -48,10 +48,15 @@ impl DirtyRanges {
                 // The common case: extend or overwrite inside one range, in place.
                 let at = (offset - only) as usize;
                 let old_len = range.len();
-                if at + data.len() > old_len {
-                    range.resize(at + data.len(), 0);
+                if at == old_len {
+                    // Appending (sequential writes): no zeroing of bytes about to be written.
+                    range.extend_from_slice(data);
+                } else {
+                    if at + data.len() > old_len {
+                        range.resize(at + data.len(), 0);
+                    }
+                    range[at..at + data.len()].copy_from_slice(data);
                 }
-                range[at..at + data.len()].copy_from_slice(data);
                 self.bytes += range.len() - old_len;
                 return;
             }
@@ -105,7 +110,12 @@ impl DirtyRanges {
             let first = start.div_ceil(unit_bytes) * unit_bytes;
             let last = end / unit_bytes * unit_bytes;
             let tail = data.split_off((last - start) as usize);
-            let full = data.split_off((first - start) as usize);
+            // `split_off` copies what it splits off: an aligned range is taken whole instead.
+            let full = if first == start {
+                std::mem::take(&mut data)
+            } else {
+                data.split_off((first - start) as usize)
+            };
             for (offset, rest) in [(start, data), (last, tail)] {
                 if !rest.is_empty() {
                     self.bytes += rest.len();

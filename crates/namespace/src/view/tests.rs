@@ -299,7 +299,10 @@ async fn carried_frames_are_kept_when_their_write_applies_and_synced_before_a_sn
     apply(&mut view, lost).unwrap();
     let refused = view.make_durable().unwrap_err();
     assert!(refused.contains("not kept yet"), "{refused}");
-    assert!(view.make_durable().is_err(), "still refused on the next snapshot");
+    assert!(
+        view.make_durable().is_err(),
+        "still refused on the next snapshot"
+    );
 }
 
 #[test]
