@@ -61,7 +61,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             attr_ttl: Duration::from_secs(1),
-            uploads_in_flight_max: 4,
+            uploads_in_flight_max: 8,
             dirty_bytes_max: 64 * 1024 * 1024,
             readdir_page_entries: 1024,
             // With the chunk being read, one per bulk channel connection (8): measured here,

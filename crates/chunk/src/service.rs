@@ -324,9 +324,18 @@ impl ChunkService {
     }
 }
 
+/// Largest scratch buffer a thread keeps between upload checks (a default 4 MiB chunk fits).
+const VERIFY_SCRATCH_KEPT_BYTES_MAX: usize = 8 << 20;
+
+thread_local! {
+    /// Where uploaded frames are opened for their check: reused, so a check allocates nothing.
+    static VERIFY_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Opens the body of `frame` (whose `header` is checked) and compares the keyed BLAKE3 of the
 /// plaintext with the chunk id. The frame itself must be stored as received, so its body is
-/// copied once into a scratch buffer, opened in place there and dropped after hashing.
+/// decrypted into a per-thread scratch buffer (no copy of the ciphertext first) and hashed
+/// there.
 fn verify_sealed(
     header: &ChunkHeader,
     frame: &[u8],
@@ -344,15 +353,30 @@ fn verify_sealed(
         id,
         epoch: header.epoch.0,
     })?;
-    let mut scratch = frame[HEADER_BYTES..].to_vec();
-    let plaintext = open_in_place(
-        &key,
-        header.nonce,
-        &associated_data(tenant, id),
-        &mut scratch,
-    )
-    .map_err(|error| rejected(error.to_string()))?;
-    let content_id = addressing.chunk_id(plaintext);
+    let sealed = &frame[HEADER_BYTES..];
+    let plaintext_len = sealed.len().saturating_sub(TAG_BYTES);
+    let open_and_address = |plaintext: &mut [u8]| {
+        kiseki_crypto::open_into(
+            &key,
+            header.nonce,
+            &associated_data(tenant, id),
+            sealed,
+            plaintext,
+        )
+        .map(|()| addressing.chunk_id(plaintext))
+        .map_err(|error| rejected(error.to_string()))
+    };
+    let content_id = if plaintext_len > VERIFY_SCRATCH_KEPT_BYTES_MAX {
+        open_and_address(&mut vec![0; plaintext_len])?
+    } else {
+        VERIFY_SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            if scratch.len() < plaintext_len {
+                scratch.resize(plaintext_len, 0);
+            }
+            open_and_address(&mut scratch[..plaintext_len])
+        })?
+    };
     if content_id != id {
         return Err(rejected(format!(
             "its plaintext has content address {content_id}"
