@@ -51,14 +51,21 @@ impl CarriedFiles {
         self.lock().contains(path)
     }
 
-    /// Syncs `path` (and its directory) if it is listed, and unlists it.
+    /// Syncs `path` (and its directory) if it is listed, and unlists it. A listed file that
+    /// was deleted meanwhile is unlisted and reported `NotFound`.
     pub(crate) fn sync_one(&self, path: &Path) -> io::Result<()> {
         if !self.is_unsynced(path) {
             return Ok(());
         }
-        sync_file_and_dir(path)?;
-        self.lock().remove(path);
-        Ok(())
+        let synced = sync_file_and_dir(path);
+        if synced.is_ok()
+            || synced
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            self.lock().remove(path);
+        }
+        synced
     }
 
     /// Syncs every listed file, then unlists them. A file stays listed (absent for
@@ -68,10 +75,15 @@ impl CarriedFiles {
         if listed.is_empty() {
             return Ok(());
         }
+        // A file deleted meanwhile (its chunk removed) needs no sync.
+        let gone = |error: &io::Error| error.kind() == io::ErrorKind::NotFound;
         if listed.len() <= FILES_SYNCED_ONE_BY_ONE_MAX {
             let mut dirs = BTreeSet::new();
             for path in &listed {
-                File::open(path)?.sync_data()?;
+                match File::open(path).and_then(|file| file.sync_data()) {
+                    Err(error) if !gone(&error) => return Err(error),
+                    _ => {}
+                }
                 if let Some(dir) = path.parent() {
                     dirs.insert(dir.to_owned());
                 }
@@ -82,7 +94,11 @@ impl CarriedFiles {
         } else {
             let mut file_systems = BTreeSet::new();
             for path in &listed {
-                let device = std::os::unix::fs::MetadataExt::dev(&fs::metadata(path)?);
+                let device = match fs::metadata(path) {
+                    Ok(meta) => std::os::unix::fs::MetadataExt::dev(&meta),
+                    Err(error) if gone(&error) => continue,
+                    Err(error) => return Err(error),
+                };
                 if file_systems.insert(device) {
                     sync_file_system(path)?;
                 }
@@ -141,6 +157,12 @@ mod tests {
         assert!(!carried.is_unsynced(&path));
         carried.write(&path, b"frame one").unwrap();
         carried.sync_one(&path).unwrap();
+        assert!(!carried.is_unsynced(&path));
+
+        // A listed file deleted before the sync (its chunk removed) does not fail it.
+        carried.write(&path, b"frame one").unwrap();
+        fs::remove_file(&path).unwrap();
+        carried.sync().unwrap();
         assert!(!carried.is_unsynced(&path));
     }
 

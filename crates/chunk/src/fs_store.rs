@@ -88,7 +88,10 @@ fn is_no_space(error: &io::Error) -> bool {
 fn write_durably(carried: &CarriedFiles, path: &Path, frame: &[u8]) -> io::Result<()> {
     if carried.is_unsynced(path) {
         // Kept for a log entry so far: what this write promises needs it on disk now.
-        return carried.sync_one(path);
+        match carried.sync_one(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {} // deleted: write anew
+            synced => return synced,
+        }
     }
     if path.exists() {
         return Ok(());
