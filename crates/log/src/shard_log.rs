@@ -234,6 +234,20 @@ impl ShardLog {
         self.core.propose(delta).await
     }
 
+    /// Asks for a snapshot now (it is taken between applies, then the log is compacted behind
+    /// it), beside the one every `entries_per_snapshot` entries: for callers that bound what
+    /// the log holds in bytes.
+    pub async fn trigger_snapshot(&self) -> Result<(), LogError> {
+        self.core
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|_| LogError::Stopped {
+                shard: self.core.shard,
+            })
+    }
+
     /// A handle for the cluster service: serves peers' calls to this shard and offers the
     /// cluster operations, without keeping the log open.
     pub fn peer(&self) -> crate::ShardPeer {

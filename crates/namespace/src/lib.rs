@@ -32,7 +32,7 @@ pub use kiseki_log::{AttrChanges, Owner, PutCondition};
 pub use native::{FileLayout, POSIX_SPECIAL_KEY};
 pub use placements::{layout_of_record, record_of_layout, ChunkPlacementInfo};
 pub use reader::RangeReader;
-pub use registry::{Namespace, NamespaceConfig};
+pub use registry::{Namespace, NamespaceConfig, CARRIED_BYTES_PER_SNAPSHOT_DEFAULT};
 pub use tenant::TenantNamespace;
 pub use uploads::{PartInfo, UploadInfo};
 pub use view::{DirectoryEntry, ListEntry, ListPage, ListRequest, NamespaceView};

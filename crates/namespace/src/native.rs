@@ -118,6 +118,7 @@ impl TenantNamespace {
             delta: Box::new(write),
         };
         self.propose(carried, &format!("write {inode}")).await?;
+        self.count_carried(frame.len() as u64).await;
         Ok(false)
     }
 

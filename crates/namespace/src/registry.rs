@@ -32,7 +32,13 @@ pub struct NamespaceConfig {
     pub log: ShardLogOptions,
     /// The cluster this server is a node of; `None` for a single-node server.
     pub cluster: Option<ClusterLayout>,
+    /// Bytes of small writes' frames carried in a shard's log after which a snapshot is asked
+    /// for (it syncs their chunk files and lets the log drop them): bounds the log in bytes.
+    pub carried_bytes_per_snapshot: u64,
 }
+
+/// Default of [`NamespaceConfig::carried_bytes_per_snapshot`].
+pub const CARRIED_BYTES_PER_SNAPSHOT_DEFAULT: u64 = 256 << 20;
 
 impl NamespaceConfig {
     /// Default tunables with shard logs under `shards_dir`.
@@ -42,6 +48,7 @@ impl NamespaceConfig {
             chunk_size: CHUNK_SIZE_BYTES_DEFAULT,
             log: ShardLogOptions::default(),
             cluster: None,
+            carried_bytes_per_snapshot: CARRIED_BYTES_PER_SNAPSHOT_DEFAULT,
         }
     }
 }
@@ -163,15 +170,18 @@ impl Namespace {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(tenant, Arc::clone(&view));
-        let namespace = Arc::new(TenantNamespace::new(
-            tenant,
-            view,
-            log,
-            keyring,
-            self.chunks.clone(),
-            self.config.chunk_size as usize,
-            Arc::clone(&self.journal),
-        ));
+        let namespace = Arc::new(
+            TenantNamespace::new(
+                tenant,
+                view,
+                log,
+                keyring,
+                self.chunks.clone(),
+                self.config.chunk_size as usize,
+                Arc::clone(&self.journal),
+            )
+            .with_carried_bytes_per_snapshot(self.config.carried_bytes_per_snapshot),
+        );
         tenants.insert(tenant, (Arc::clone(&namespace), peer.clone()));
         Ok((namespace, peer))
     }

@@ -25,6 +25,10 @@ pub struct TenantNamespace {
     chunks: ChunkService,
     chunk_size: usize,
     journal: crate::placements::JournalCell,
+    /// Bytes of chunk frames carried in the log since the last snapshot this namespace asked
+    /// for, and the bound that asks for one (see [`Self::count_carried`]).
+    carried_bytes: std::sync::atomic::AtomicU64,
+    carried_bytes_per_snapshot: u64,
 }
 
 impl TenantNamespace {
@@ -45,6 +49,31 @@ impl TenantNamespace {
             chunks,
             chunk_size,
             journal,
+            carried_bytes: std::sync::atomic::AtomicU64::new(0),
+            carried_bytes_per_snapshot: crate::registry::CARRIED_BYTES_PER_SNAPSHOT_DEFAULT,
+        }
+    }
+
+    /// This namespace, asking for a snapshot after `bytes` of frames carried in its log.
+    pub(crate) fn with_carried_bytes_per_snapshot(mut self, bytes: u64) -> Self {
+        self.carried_bytes_per_snapshot = bytes;
+        self
+    }
+
+    /// Counts `bytes` of frames just carried in the log; past the configured bound since the
+    /// last request, asks for a snapshot, which syncs their chunk files and lets the log drop
+    /// them (the snapshot policy counts entries, and one entry may carry many frames).
+    pub(crate) async fn count_carried(&self, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let total = self.carried_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total < self.carried_bytes_per_snapshot {
+            return;
+        }
+        self.carried_bytes.store(0, Ordering::Relaxed);
+        if let Some(log) = self.log.read().await.as_ref() {
+            if let Err(error) = log.trigger_snapshot().await {
+                tracing::warn!(tenant = %self.tenant, %error, "asking for a snapshot");
+            }
         }
     }
 

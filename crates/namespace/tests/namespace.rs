@@ -259,3 +259,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// A small write from a native client: the frame rides in the write's log entry (one log
+/// fsync), its chunk file is synced by the snapshot that the carried bytes ask for, and every
+/// file reads back after a restart.
+#[tokio::test]
+async fn small_native_writes_ride_in_the_log_until_a_byte_bound_snapshot_syncs_them() {
+    use kiseki_chunk::{ChunkService, ChunkStore};
+    use kiseki_types::Extent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tenant_id = TenantId(7);
+    let mut expected = Vec::new();
+    {
+        // Snapshots by entry count never come here: only the carried bytes (32 KiB) ask.
+        let (namespace, store, keys) =
+            common::open_namespace_with_keys(dir.path(), 1_000_000, 32 * 1024);
+        let tenant = namespace.tenant(tenant_id).await.unwrap();
+        let keyring = keys.keyring(tenant_id).unwrap();
+        for i in 0..24u64 {
+            let data = content(i, 3000);
+            let id = keyring.addressing().chunk_id(&data);
+            let frame = ChunkService::seal(tenant_id, id, &keyring.current(), &data).unwrap();
+            let name = format!("small{i:02}");
+            let inode = tenant
+                .create(OWNER, InodeId::ROOT, &name, 0o644, true)
+                .await
+                .unwrap();
+            let extent = Extent {
+                file_offset: 0,
+                len: 3000,
+                chunk: id,
+                chunk_offset: 0,
+            };
+            let deduplicated = tenant
+                .commit_small_write(inode, extent, frame, None)
+                .await
+                .unwrap();
+            assert!(!deduplicated);
+            expected.push((name, id, data));
+        }
+        // About 3 KiB carried per file: a snapshot was asked for after the 11th.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tenant.log_metrics().await.unwrap().snapshot_index.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no snapshot");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The snapshot synced the first files' chunks: they now count as stored.
+        let (_, first, _) = &expected[0];
+        assert!(store.contains(tenant_id, *first).await.unwrap());
+        namespace.shutdown().await;
+    }
+    let (namespace, _, _) = common::open_namespace_with_keys(dir.path(), 1_000_000, 32 * 1024);
+    let tenant = namespace.tenant(tenant_id).await.unwrap();
+    for (name, _, data) in &expected {
+        let got = tenant
+            .read_path(name, 0, u64::MAX)
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
+        assert_eq!(&got, data, "{name}");
+    }
+    namespace.shutdown().await;
+}

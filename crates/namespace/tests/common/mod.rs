@@ -31,6 +31,21 @@ pub fn chunks_dir(root: &Path) -> PathBuf {
 
 /// Opens (or reopens) a namespace whose state lives under `root`.
 pub fn open_namespace(root: &Path, entries_per_snapshot: u64) -> (Namespace, Arc<FsChunkStore>) {
+    let (namespace, store, _) = open_namespace_with_keys(
+        root,
+        entries_per_snapshot,
+        kiseki_namespace::CARRIED_BYTES_PER_SNAPSHOT_DEFAULT,
+    );
+    (namespace, store)
+}
+
+/// Like [`open_namespace`], with the bound on bytes carried in the log between snapshots, and
+/// the key manager (to seal chunks as a native client does).
+pub fn open_namespace_with_keys(
+    root: &Path,
+    entries_per_snapshot: u64,
+    carried_bytes_per_snapshot: u64,
+) -> (Namespace, Arc<FsChunkStore>, Arc<KeyManager>) {
     let kms = Arc::new(InternalKms::open(&root.join("kms")).unwrap());
     let keys = Arc::new(KeyManager::open(&root.join("keys"), kms).unwrap());
     let store =
@@ -42,7 +57,9 @@ pub fn open_namespace(root: &Path, entries_per_snapshot: u64) -> (Namespace, Arc
         entries_per_snapshot,
         ..ShardLogOptions::default()
     };
-    (Namespace::new(config, keys, chunks).unwrap(), store)
+    config.carried_bytes_per_snapshot = carried_bytes_per_snapshot;
+    let namespace = Namespace::new(config, Arc::clone(&keys) as _, chunks).unwrap();
+    (namespace, store, keys)
 }
 
 /// Deterministic content for file `seed`.
