@@ -61,13 +61,12 @@ impl TenantNamespace {
     }
 
     /// Stores a small file's sealed frame (`extent.chunk`, from a client running as `workload`)
-    /// and commits it as `extent` of `inode`, with the checks of
-    /// [`Self::store_sealed_chunk`]. When the frame is small enough and its pool's store can,
-    /// the frame rides in the log entry of the write (`Delta::Carried`): one log `fdatasync`
-    /// makes the write durable; applying the entry writes the chunk file, which is synced
-    /// before a snapshot drops the entry.
-    /// Otherwise the chunk is stored durably first, as separate calls would. Returns `true`
-    /// when the tenant already had the chunk.
+    /// and commits it as `extent` of `inode`, with the checks of [`Self::store_sealed_chunk`].
+    /// When the frame is small enough and its pool's store can, the frame rides in the log
+    /// entry of the write (`Delta::Carried`): one log `fdatasync` makes the write durable;
+    /// applying the entry writes the chunk file, which is synced before a snapshot drops the
+    /// entry. Otherwise the chunk is stored durably first, as separate calls would. Returns
+    /// `true` when the tenant already had the chunk.
     pub async fn commit_small_write(
         &self,
         inode: InodeId,

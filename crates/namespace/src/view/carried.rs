@@ -12,7 +12,8 @@ use kiseki_types::{ErrorKind, TenantId};
 use super::apply::error;
 use super::NamespaceView;
 
-/// Frames kept at most once more before a snapshot after their first keep failed.
+/// Frames whose keep failed that are remembered for a retry before the next snapshot. Past
+/// that, snapshots fail until a restart, whose replay of the log keeps them again.
 const FAILED_KEEPS_MAX: usize = 1024;
 
 /// The chunk store a view keeps carried frames in (none for views without chunks, in tests),
@@ -25,6 +26,8 @@ struct Keeper {
     tenant: TenantId,
     store: Arc<dyn ChunkStore>,
     failed: Mutex<Vec<CarriedFrame>>,
+    /// A failed frame did not fit in `failed`: only the log still has it.
+    failed_overflowed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for FrameKeeper {
@@ -41,6 +44,7 @@ impl FrameKeeper {
             tenant,
             store,
             failed: Mutex::new(Vec::new()),
+            failed_overflowed: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 
@@ -55,6 +59,10 @@ impl FrameKeeper {
                 let mut failed = keeper.failed.lock().unwrap_or_else(PoisonError::into_inner);
                 if failed.len() < FAILED_KEEPS_MAX {
                     failed.push(carried.clone());
+                } else {
+                    keeper
+                        .failed_overflowed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
