@@ -237,6 +237,14 @@ mod tests {
         assert_eq!(&out[18..], &[2, 2]);
     }
 
+    /// Offset and length of each piece.
+    fn spans(pieces: &[(u64, Vec<u8>)]) -> Vec<(u64, usize)> {
+        pieces
+            .iter()
+            .map(|(offset, data)| (*offset, data.len()))
+            .collect()
+    }
+
     #[test]
     fn full_pieces_are_cut_and_tails_stay() {
         let mut dirty = DirtyRanges::default();
@@ -244,13 +252,7 @@ mod tests {
             dirty.write(i * 3, &[1, 2, 3]);
         }
         let pieces = dirty.take_full(8);
-        assert_eq!(
-            pieces
-                .iter()
-                .map(|(offset, data)| (*offset, data.len()))
-                .collect::<Vec<_>>(),
-            vec![(0, 8), (8, 8), (16, 8)]
-        );
+        assert_eq!(spans(&pieces), vec![(0, 8), (8, 8), (16, 8)]);
         assert_eq!(dirty.bytes(), 6);
         assert_eq!(dirty.end(), 30);
     }
@@ -267,10 +269,7 @@ mod tests {
         dirty.write(3, &[7; 20]);
         let pieces = dirty.take_full(8);
         assert_eq!(
-            pieces
-                .iter()
-                .map(|(offset, data)| (*offset, data.len()))
-                .collect::<Vec<_>>(),
+            spans(&pieces),
             vec![(8, 8)],
             "[3, 23) holds one whole aligned unit"
         );

@@ -85,6 +85,15 @@ fn is_no_space(error: &io::Error) -> bool {
         )
 }
 
+/// A failed write of chunk `id` to `path` in `pool`: `NoSpace` when the device is full.
+fn write_error(pool: String, id: ChunkId, path: &Path, source: io::Error) -> ChunkError {
+    if is_no_space(&source) {
+        ChunkError::NoSpace { pool, id }
+    } else {
+        io_error(path, source)
+    }
+}
+
 fn write_durably(carried: &CarriedFiles, path: &Path, frame: &[u8]) -> io::Result<()> {
     if carried.is_unsynced(path) {
         // Kept for a log entry so far: what this write promises needs it on disk now.
@@ -133,16 +142,8 @@ impl ChunkStore for FsChunkStore {
             let pool_name = placement.pool.0.clone();
             let carried = Arc::clone(&self.carried);
             blocking(move || {
-                write_durably(&carried, &path, &frame).map_err(|source| {
-                    if is_no_space(&source) {
-                        ChunkError::NoSpace {
-                            pool: pool_name,
-                            id,
-                        }
-                    } else {
-                        io_error(&path, source)
-                    }
-                })
+                write_durably(&carried, &path, &frame)
+                    .map_err(|source| write_error(pool_name, id, &path, source))
             })
             .await
         })
@@ -198,16 +199,9 @@ impl ChunkStore for FsChunkStore {
             .get(&placement.pool)
             .ok_or_else(|| ChunkError::UnknownPool(placement.pool.0.clone()))?;
         let path = chunk_path(&pool.root, tenant, id);
-        self.carried.write(&path, frame).map_err(|source| {
-            if is_no_space(&source) {
-                ChunkError::NoSpace {
-                    pool: placement.pool.0.clone(),
-                    id,
-                }
-            } else {
-                io_error(&path, source)
-            }
-        })
+        self.carried
+            .write(&path, frame)
+            .map_err(|source| write_error(placement.pool.0.clone(), id, &path, source))
     }
 
     fn sync_carried(&self) -> Result<(), ChunkError> {

@@ -267,14 +267,34 @@ impl ChunkService {
         addressing: &AddressingKey,
         key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
     ) -> Result<bool, ChunkError> {
-        let header = ChunkHeader::decode(&frame, tenant, id)?;
-        if self.store.contains(tenant, id).await? {
+        let Some(placement) = self
+            .check_upload(tenant, id, &frame, workload, addressing, key_for_epoch)
+            .await?
+        else {
             return Ok(true);
-        }
-        verify_sealed(&header, &frame, addressing, key_for_epoch)?;
-        let placement = self.policy.placement_for(tenant, workload);
+        };
         self.store.put(tenant, id, frame, placement).await?;
         Ok(false)
+    }
+
+    /// The checks of an uploaded frame (header, then, unless the tenant already has the chunk,
+    /// the GCM open and the content address); the placement for a chunk that is new, `None`
+    /// for one already stored.
+    async fn check_upload(
+        &self,
+        tenant: TenantId,
+        id: ChunkId,
+        frame: &[u8],
+        workload: Option<&str>,
+        addressing: &AddressingKey,
+        key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
+    ) -> Result<Option<&Placement>, ChunkError> {
+        let header = ChunkHeader::decode(frame, tenant, id)?;
+        if self.store.contains(tenant, id).await? {
+            return Ok(None);
+        }
+        verify_sealed(&header, frame, addressing, key_for_epoch)?;
+        Ok(Some(self.policy.placement_for(tenant, workload)))
     }
 
     /// Checks an uploaded frame exactly as [`ChunkService::store_sealed`] does and decides how
@@ -291,12 +311,12 @@ impl ChunkService {
         addressing: &AddressingKey,
         key_for_epoch: &(dyn Fn(DekEpoch) -> Option<Arc<DataKey>> + Sync),
     ) -> Result<SealedKept, ChunkError> {
-        let header = ChunkHeader::decode(frame, tenant, id)?;
-        if self.store.contains(tenant, id).await? {
+        let Some(placement) = self
+            .check_upload(tenant, id, frame, workload, addressing, key_for_epoch)
+            .await?
+        else {
             return Ok(SealedKept::AlreadyStored);
-        }
-        verify_sealed(&header, frame, addressing, key_for_epoch)?;
-        let placement = self.policy.placement_for(tenant, workload);
+        };
         if self.store.carries(&placement.pool) {
             return Ok(SealedKept::ToCarry(placement.pool.clone()));
         }

@@ -322,18 +322,11 @@ async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
     let data = pattern(3000, 5);
     let id = tenant.addressing.chunk_id(&data);
     let frame = ChunkService::seal(tenant.id, id, &tenant.key, &data).unwrap();
+    let keys = tenant.keys();
+    let keep =
+        || service.keep_sealed_for_log(tenant.id, id, &frame, None, &tenant.addressing, &keys);
     // Checked, not written: the log entry that carries it will keep it.
-    let kept = service
-        .keep_sealed_for_log(
-            tenant.id,
-            id,
-            &frame,
-            None,
-            &tenant.addressing,
-            &tenant.keys(),
-        )
-        .await
-        .unwrap();
+    let kept = keep().await.unwrap();
     assert_eq!(kept, SealedKept::ToCarry(PoolName("default".into())));
     assert!(service.read(tenant.id, id, &tenant.keys()).await.is_err());
 
@@ -356,17 +349,7 @@ async fn a_frame_kept_for_the_log_counts_as_stored_only_once_synced() {
     assert_eq!(written.id, id);
     assert!(store.contains(tenant.id, id).await.unwrap());
     // ... and one already stored is not carried again.
-    let again = service
-        .keep_sealed_for_log(
-            tenant.id,
-            id,
-            &frame,
-            None,
-            &tenant.addressing,
-            &tenant.keys(),
-        )
-        .await
-        .unwrap();
+    let again = keep().await.unwrap();
     assert_eq!(again, SealedKept::AlreadyStored);
 
     // Kept frames count once the store syncs them (before a snapshot drops their log entries).
