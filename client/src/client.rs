@@ -1042,10 +1042,12 @@ impl Client {
 
     // ---- User metadata (xattrs) ----
 
-    /// Whether an xattr called `name` can exist here (only `user.` names are kept): the FUSE
-    /// adapter answers the rest at once, since `ls -l` asks for two of them per file.
-    pub fn keeps_xattr(name: &str) -> bool {
-        user_key(name).is_some()
+    /// Whether xattrs in `name`'s namespace are kept here: only `user.` names are. The FUSE
+    /// adapter refuses the others (`security.*`, `system.*`, `trusted.*`) at once with
+    /// EOPNOTSUPP, the answer that lets `ls -l` stop asking for SELinux labels and POSIX ACLs
+    /// on this file system after its first file.
+    pub fn keeps_xattr_namespace(name: &str) -> bool {
+        name.starts_with(XATTR_USER_PREFIX)
     }
 
     /// The value of xattr `name` (`user.*` names map to user metadata); `None` if absent.

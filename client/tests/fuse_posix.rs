@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -166,16 +166,39 @@ fn files_directories_and_links_behave_as_posix_says() {
         unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) },
         0
     );
-    assert!(
-        unsafe {
+    let mut get = |name: &CStr| -> std::io::Result<usize> {
+        let len = unsafe {
             libc::getxattr(
                 path.as_ptr(),
                 name.as_ptr(),
                 value.as_mut_ptr().cast(),
                 value.len(),
             )
-        } < 0
-    );
+        };
+        usize::try_from(len).map_err(|_| std::io::Error::last_os_error())
+    };
+    assert_eq!(get(&name).unwrap_err().raw_os_error(), Some(libc::ENODATA));
+    // Namespaces other than `user.` are not kept: refused as unsupported (as the kernel does for
+    // a file system without a handler), which lets `ls -l` stop asking for labels and ACLs.
+    for other in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        let other = CString::new(other).unwrap();
+        assert_eq!(
+            get(&other).unwrap_err().raw_os_error(),
+            Some(libc::EOPNOTSUPP),
+            "{other:?}"
+        );
+        if other.as_bytes().starts_with(b"system.") {
+            continue; // the kernel parses an ACL value itself before a set reaches the mount
+        }
+        assert_eq!(
+            unsafe { libc::setxattr(path.as_ptr(), other.as_ptr(), b"x".as_ptr().cast(), 1, 0) },
+            -1
+        );
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EOPNOTSUPP)
+        );
+    }
 }
 
 #[test]

@@ -720,9 +720,8 @@ impl Filesystem for KisekiFs {
         size: u32,
         reply: ReplyXattr,
     ) {
-        if name.to_str().is_some_and(|name| !Client::keeps_xattr(name)) {
-            // security.selinux, system.posix_acl_access, ...: never stored, no call needed.
-            return reply.error(Errno::ENODATA);
+        if !name.to_str().is_some_and(Client::keeps_xattr_namespace) {
+            return reply.error(Errno::EOPNOTSUPP);
         }
         match name_of(name).and_then(|name| self.run(self.client.get_xattr(InodeId(ino.0), name))) {
             Ok(Some(value)) if size == 0 => reply.size(value.len() as u32),
