@@ -17,7 +17,7 @@
 //!    frame, for [`OP_PUT_CHUNK`] (body: the sealed frame, which the server verifies as it does
 //!    over TLS) one byte, 1 if the server had the chunk already; or a UTF-8 error message.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kiseki_types::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -117,13 +117,24 @@ pub fn parse_reply_header(header: &[u8; REPLY_HEADER_BYTES]) -> (u8, u32) {
     )
 }
 
+/// Memory alignment of payloads from [`read_payload`]: a page, which covers the direct-I/O
+/// alignment of every common disk.
+pub const PAYLOAD_ALIGN: usize = 4096;
+
 /// The next `len` bytes of `stream` (a request body or a reply payload), read straight into
-/// one buffer: no zero-fill, no further copy.
+/// one buffer: no zero-fill, no further copy. The buffer starts at a [`PAYLOAD_ALIGN`]
+/// boundary, so a chunk store can write a received frame with direct I/O as it is.
 pub async fn read_payload<R: AsyncRead + Unpin>(
     stream: &mut R,
     len: usize,
 ) -> std::io::Result<Bytes> {
-    let mut buffer = BytesMut::with_capacity(len);
+    let mut buffer = BytesMut::with_capacity(len + PAYLOAD_ALIGN);
+    let skip = buffer
+        .as_ptr()
+        .align_offset(PAYLOAD_ALIGN)
+        .min(PAYLOAD_ALIGN);
+    buffer.resize(skip, 0);
+    buffer.advance(skip); // moves the start within the allocation, no copy
     while buffer.len() < len {
         let want = (len - buffer.len()) as u64;
         if (&mut *stream).take(want).read_buf(&mut buffer).await? == 0 {
@@ -134,6 +145,7 @@ pub async fn read_payload<R: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -154,5 +166,31 @@ mod tests {
         assert_eq!(parse_reply_header(&header), (3, 4 << 20));
         let request = request_header(OP_PUT_CHUNK, &[5; 32], 77);
         assert_eq!(parse_request_header(&request), (OP_PUT_CHUNK, [5; 32], 77));
+    }
+
+    #[tokio::test]
+    async fn payloads_arrive_whole_and_page_aligned_however_the_stream_splits_them() {
+        let data: Vec<u8> = (0..(1 << 20) + 77).map(|i| (i % 251) as u8).collect();
+        for len in [0, 1, 4096, data.len()] {
+            let (mut writer, mut reader) = tokio::io::duplex(1000);
+            let sent = data[..len].to_vec();
+            let send = tokio::spawn(async move {
+                tokio::io::AsyncWriteExt::write_all(&mut writer, &sent).await
+            });
+            let payload = read_payload(&mut reader, len).await.unwrap();
+            send.await.unwrap().unwrap();
+            assert_eq!(&payload[..], &data[..len]);
+            if len > 0 {
+                assert_eq!(
+                    payload.as_ptr().align_offset(PAYLOAD_ALIGN),
+                    0,
+                    "length {len}"
+                );
+            }
+        }
+        let (writer, mut reader) = tokio::io::duplex(64);
+        drop(writer);
+        let short = read_payload(&mut reader, 10).await.unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
