@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use kiseki_chunk::ChunkService;
+use kiseki_chunk::{ChunkBuffer, ChunkService};
 use kiseki_crypto::TenantKeyring;
 use kiseki_types::{ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError, TenantId};
 use tokio::task::JoinHandle;
@@ -85,7 +85,6 @@ type Upload = JoinHandle<Result<Extent>>;
 type Fetch = Shared<BoxFuture<'static, Result<Bytes>>>;
 
 /// Per-file state while a file is open on this client.
-#[derive(Default)]
 struct FileState {
     open_handles: usize,
     dirty: DirtyRanges,
@@ -99,6 +98,17 @@ struct FileState {
 }
 
 impl FileState {
+    fn new(chunk_size: usize) -> Self {
+        FileState {
+            open_handles: 0,
+            dirty: DirtyRanges::new(chunk_size),
+            uploads: VecDeque::new(),
+            pending: Vec::new(),
+            hidden: None,
+            generation: 0,
+        }
+    }
+
     /// One past the last byte written here and not yet committed.
     fn local_end(&self) -> u64 {
         let uploads = self
@@ -661,7 +671,10 @@ impl Client {
             old.attrs.size != fresh.attrs.size || old.attrs.mtime != fresh.attrs.mtime
         });
         self.remember(&fresh);
-        let state = Arc::clone(lock(&self.files).entry(inode).or_default());
+        let state =
+            Arc::clone(lock(&self.files).entry(inode).or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(FileState::new(self.chunk_size)))
+            }));
         let generation = {
             let mut state = state.lock().await;
             state.open_handles += 1;
@@ -712,7 +725,7 @@ impl Client {
             return Ok(data.len());
         }
         state.dirty.write(offset, data);
-        for (piece_offset, piece) in state.dirty.take_full(self.chunk_size) {
+        for (piece_offset, piece) in state.dirty.take_full() {
             self.start_upload(&mut state, piece_offset, piece).await?;
         }
         if state.dirty.bytes() > self.options.dirty_bytes_max {
@@ -729,7 +742,7 @@ impl Client {
                 self.tenant,
                 &self.keyring,
                 (index * self.chunk_size) as u64,
-                piece,
+                ChunkBuffer::from_plaintext(piece),
             )
             .await?;
             extents.push(extent);
@@ -737,7 +750,12 @@ impl Client {
         self.transport.write(inode, 0, extents, true).await
     }
 
-    async fn start_upload(&self, state: &mut FileState, offset: u64, piece: Vec<u8>) -> Result<()> {
+    async fn start_upload(
+        &self,
+        state: &mut FileState,
+        offset: u64,
+        piece: ChunkBuffer,
+    ) -> Result<()> {
         while state.uploads.len() >= self.options.uploads_in_flight_max {
             finish_oldest_upload(state).await?;
         }
@@ -748,7 +766,7 @@ impl Client {
         );
         let len = piece.len() as u64;
         let task = tokio::spawn(async move {
-            seal_and_store(&*transport, tenant, &keyring, offset, &piece).await
+            seal_and_store(&*transport, tenant, &keyring, offset, piece).await
         });
         state.uploads.push_back((offset, len, task));
         Ok(())
@@ -756,13 +774,13 @@ impl Client {
 
     /// Seals what is dirty, waits for every chunk and commits all extents.
     async fn flush_state(&self, inode: InodeId, state: &mut FileState) -> Result<()> {
-        let mut pieces = state.dirty.take_all(self.chunk_size);
+        let mut pieces = state.dirty.take_all();
         if pieces.len() == 1 && state.uploads.is_empty() && state.pending.is_empty() {
             // The whole change is one piece (a small file): store it and commit it in one
             // round trip.
             let (offset, piece) = pieces.remove(0);
             state.generation += 1;
-            let (frame, extent) = seal(self.tenant, &self.keyring, offset, &piece)?;
+            let (frame, extent) = seal(self.tenant, &self.keyring, offset, piece)?;
             let node = self
                 .transport
                 .put_chunk_and_write(frame, inode, extent)
@@ -1431,27 +1449,28 @@ async fn seal_and_store(
     tenant: TenantId,
     keyring: &TenantKeyring,
     offset: u64,
-    plaintext: &[u8],
+    plaintext: ChunkBuffer,
 ) -> Result<Extent> {
     let (frame, extent) = seal(tenant, keyring, offset, plaintext)?;
     transport.put_chunk(extent.chunk, frame).await?;
     Ok(extent)
 }
 
-/// Seals `plaintext` into a chunk frame; returns it with the extent it becomes at `offset`.
+/// Seals `plaintext` into a chunk frame where it lies; returns the frame with the extent it
+/// becomes at `offset`.
 fn seal(
     tenant: TenantId,
     keyring: &TenantKeyring,
     offset: u64,
-    plaintext: &[u8],
+    plaintext: ChunkBuffer,
 ) -> Result<(Bytes, Extent)> {
-    let id = keyring.addressing().chunk_id(plaintext);
-    let key = keyring.current();
-    let frame = ChunkService::seal(tenant, id, &key, plaintext).map_err(|e| {
-        NamespaceError::new(ErrorKind::InvalidArgument, format!("sealing a chunk: {e}"))
-    })?;
+    let id = keyring.addressing().chunk_id(plaintext.plaintext());
     let len = u32::try_from(plaintext.len())
         .map_err(|_| NamespaceError::new(ErrorKind::InvalidArgument, "chunk too large"))?;
+    let key = keyring.current();
+    let frame = ChunkService::seal_buffer(tenant, id, &key, plaintext).map_err(|e| {
+        NamespaceError::new(ErrorKind::InvalidArgument, format!("sealing a chunk: {e}"))
+    })?;
     let extent = Extent {
         file_offset: offset,
         len,

@@ -365,3 +365,32 @@ fn unlinked_open_files_keep_their_bytes() {
         "no hidden name is left after the last close"
     );
 }
+
+#[test]
+fn writes_through_a_write_only_handle_are_seen_by_readers_already_open() {
+    // Write-only handles bypass the page cache; a reader's cached pages must not go stale.
+    let fixture = Fixture::new();
+    let path = fixture.path("shared.bin");
+    fs::write(&path, vec![b'a'; 300_000]).unwrap();
+    let mut reader = File::open(&path).unwrap();
+    let mut before = vec![0u8; 300_000];
+    reader.read_exact(&mut before).unwrap(); // the kernel now caches these pages
+    assert!(before.iter().all(|byte| *byte == b'a'));
+
+    let mut writer = OpenOptions::new().write(true).open(&path).unwrap();
+    writer.seek(SeekFrom::Start(150_000)).unwrap();
+    writer.write_all(&[b'b'; 5000]).unwrap();
+    writer.seek(SeekFrom::Start(300_000)).unwrap();
+    writer.write_all(b"tail").unwrap();
+
+    let mut seen = vec![0u8; 10];
+    reader.seek(SeekFrom::Start(149_995)).unwrap();
+    reader.read_exact(&mut seen).unwrap();
+    assert_eq!(&seen, b"aaaaabbbbb", "the reader sees the write at once");
+    assert_eq!(reader.metadata().unwrap().len(), 300_004);
+    drop(writer);
+    let after = fs::read(&path).unwrap();
+    assert_eq!(after.len(), 300_004);
+    assert_eq!(&after[150_000..155_000], &[b'b'; 5000][..]);
+    assert_eq!(&after[300_000..], b"tail");
+}

@@ -248,6 +248,18 @@ fn file_attr(node: &Node) -> FileAttr {
     }
 }
 
+/// How the kernel should treat a file handle opened with `flags`. A write-only handle
+/// bypasses the page cache (`FOPEN_DIRECT_IO`): nothing is read through it, so caching its
+/// bytes would only copy each one more time (into page-cache pages the kernel allocates, then
+/// out of them into the request), and fill memory with pages no one reads back.
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn name_of(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -488,7 +500,7 @@ impl Filesystem for KisekiFs {
                         let _ = notifier.inval_inode(ino, -1, 0);
                     }
                 }
-                reply.opened(FileHandle(handle), FopenFlags::empty());
+                reply.opened(FileHandle(handle), open_flags(flags.0));
             }
             Err(error) => reply.error(error),
         }
@@ -824,7 +836,7 @@ impl Filesystem for KisekiFs {
                 &file_attr(&node),
                 Generation(0),
                 FileHandle(handle),
-                FopenFlags::empty(),
+                open_flags(flags),
             ),
             Err(error) => reply.error(error),
         }

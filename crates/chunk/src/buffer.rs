@@ -52,12 +52,44 @@ impl ChunkBuffer {
 
     /// Appends plaintext.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.reserve(data.len());
         self.frame.extend_from_slice(data);
+    }
+
+    /// Makes room for `additional` more bytes of plaintext (and the tag after them), growing
+    /// the allocation as a `Vec` does when it must.
+    pub fn reserve(&mut self, additional: usize) {
+        self.frame.reserve(additional + TAG_BYTES);
+    }
+
+    /// Bytes of plaintext the buffer holds without growing.
+    pub fn capacity(&self) -> usize {
+        self.frame
+            .capacity()
+            .saturating_sub(HEADER_BYTES + TAG_BYTES)
+    }
+
+    /// Sets the plaintext's length, zero-filling any new bytes.
+    pub fn resize(&mut self, plaintext_len: usize) {
+        self.reserve(plaintext_len.saturating_sub(self.len()));
+        self.frame.resize(HEADER_BYTES + plaintext_len, 0);
+    }
+
+    /// Moves the plaintext from `at` on into a new buffer (a copy of those bytes).
+    pub fn split_off(&mut self, at: usize) -> ChunkBuffer {
+        let tail = ChunkBuffer::from_plaintext(&self.plaintext()[at..]);
+        self.frame.truncate(HEADER_BYTES + at);
+        tail
     }
 
     /// The plaintext so far.
     pub fn plaintext(&self) -> &[u8] {
         &self.frame[HEADER_BYTES..]
+    }
+
+    /// The plaintext so far, to change in place.
+    pub fn plaintext_mut(&mut self) -> &mut [u8] {
+        &mut self.frame[HEADER_BYTES..]
     }
 
     /// Bytes of plaintext.
@@ -72,5 +104,13 @@ impl ChunkBuffer {
 
     pub(crate) fn into_frame(self) -> BytesMut {
         self.frame
+    }
+}
+
+impl std::fmt::Debug for ChunkBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkBuffer")
+            .field("len", &self.len())
+            .finish()
     }
 }
