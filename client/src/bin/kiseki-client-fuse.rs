@@ -280,18 +280,47 @@ impl KisekiFs {
         })
     }
 
-    fn entry(&self, reply: ReplyEntry, result: Result<Node, Errno>) {
-        match result {
-            Ok(node) => reply.entry(&TTL, &file_attr(&node), Generation(0)),
-            Err(error) => reply.error(error),
+    /// Runs `call` and hands its outcome to `answer`: here and now when it needs nothing it
+    /// must wait for (a cached answer, a clean handle's flush), otherwise as a task on the
+    /// runtime, which answers the kernel when the server replies. The FUSE thread goes back to
+    /// the kernel at once instead of sleeping in `block_on` until a runtime thread wakes it:
+    /// on a VM each such wake-up costs tens of microseconds, and a call that waits here paid
+    /// two of them. The kernel bounds the calls in flight (each is a process waiting in a
+    /// system call, or one of its `max_background` requests).
+    fn spawn<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = kiseki_client::Result<T>> + Send + 'static,
+        answer: impl FnOnce(Result<T, Errno>) + Send + 'static,
+    ) {
+        let mut task = Box::pin(async move {
+            answer(call.await.map_err(|error| {
+                if matches!(error.kind, ErrorKind::Unavailable | ErrorKind::Corrupt) {
+                    tracing::warn!(%error, "operation failed");
+                }
+                errno(&error)
+            }))
+        });
+        let _runtime = self.runtime.enter();
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut context).is_pending() {
+            // Polled again by the runtime with a real waker, which every pending source
+            // registers anew.
+            self.runtime.spawn(task);
         }
     }
+}
 
-    fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
-        match result {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(error),
-        }
+fn entry(reply: ReplyEntry, result: Result<Node, Errno>) {
+    match result {
+        Ok(node) => reply.entry(&TTL, &file_attr(&node), Generation(0)),
+        Err(error) => reply.error(error),
+    }
+}
+
+fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(error),
     }
 }
 
@@ -315,16 +344,26 @@ impl Filesystem for KisekiFs {
     }
 
     fn lookup(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let result =
-            name_of(name).and_then(|name| self.run(self.client.lookup(InodeId(parent.0), name)));
-        self.entry(reply, result);
+        let name = match name_of(name) {
+            Ok(name) => name.to_owned(),
+            Err(error) => return reply.error(error),
+        };
+        let client = Arc::clone(&self.client);
+        self.spawn(
+            async move { client.lookup(InodeId(parent.0), &name).await },
+            move |result| entry(reply, result),
+        );
     }
 
     fn getattr(&self, _request: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.run(self.client.getattr(InodeId(ino.0))) {
-            Ok(node) => reply.attr(&TTL, &file_attr(&node)),
-            Err(error) => reply.error(error),
-        }
+        let client = Arc::clone(&self.client);
+        self.spawn(
+            async move { client.getattr(InodeId(ino.0)).await },
+            move |result| match result {
+                Ok(node) => reply.attr(&TTL, &file_attr(&node)),
+                Err(error) => reply.error(error),
+            },
+        );
     }
 
     fn setattr(
@@ -394,7 +433,7 @@ impl Filesystem for KisekiFs {
                 special,
             ))
         });
-        self.entry(reply, result);
+        entry(reply, result);
     }
 
     fn mkdir(
@@ -406,25 +445,33 @@ impl Filesystem for KisekiFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = name_of(name).and_then(|name| {
-            self.run(
-                self.client
-                    .mkdir(InodeId(parent.0), name, mode, caller(request)),
-            )
-        });
-        self.entry(reply, result);
+        let name = match name_of(name) {
+            Ok(name) => name.to_owned(),
+            Err(error) => return reply.error(error),
+        };
+        let (client, caller) = (Arc::clone(&self.client), caller(request));
+        self.spawn(
+            async move { client.mkdir(InodeId(parent.0), &name, mode, caller).await },
+            move |result| entry(reply, result),
+        );
     }
 
     fn unlink(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result =
-            name_of(name).and_then(|name| self.run(self.client.unlink(InodeId(parent.0), name)));
-        Self::empty(reply, result);
+        let name = match name_of(name) {
+            Ok(name) => name.to_owned(),
+            Err(error) => return reply.error(error),
+        };
+        let client = Arc::clone(&self.client);
+        self.spawn(
+            async move { client.unlink(InodeId(parent.0), &name).await },
+            move |result| empty(reply, result),
+        );
     }
 
     fn rmdir(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result =
             name_of(name).and_then(|name| self.run(self.client.rmdir(InodeId(parent.0), name)));
-        Self::empty(reply, result);
+        empty(reply, result);
     }
 
     fn symlink(
@@ -442,7 +489,7 @@ impl Filesystem for KisekiFs {
                     .symlink(InodeId(parent.0), name, target, caller(request)),
             )
         });
-        self.entry(reply, result);
+        entry(reply, result);
     }
 
     fn rename(
@@ -469,7 +516,7 @@ impl Filesystem for KisekiFs {
                 no_replace,
             ))
         });
-        Self::empty(reply, result);
+        empty(reply, result);
     }
 
     fn link(
@@ -486,24 +533,29 @@ impl Filesystem for KisekiFs {
                     .link(InodeId(ino.0), InodeId(new_parent.0), name),
             )
         });
-        self.entry(reply, result);
+        entry(reply, result);
     }
 
     fn open(&self, _request: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let append = flags.0 & libc::O_APPEND != 0;
         let reading = flags.0 & libc::O_ACCMODE != libc::O_WRONLY && flags.0 & libc::O_TRUNC == 0;
-        match self.run(self.client.open(InodeId(ino.0), append, reading)) {
-            Ok((handle, _, changed)) => {
-                if changed {
-                    // Close-to-open: the kernel re-reads the attributes (size) before reading.
-                    if let Some(notifier) = self.notifier.get() {
-                        let _ = notifier.inval_inode(ino, -1, 0);
+        let client = Arc::clone(&self.client);
+        let notifier = Arc::clone(&self.notifier);
+        self.spawn(
+            async move { client.open(InodeId(ino.0), append, reading).await },
+            move |result| match result {
+                Ok((handle, _, changed)) => {
+                    if changed {
+                        // Close-to-open: the kernel re-reads the attributes (size) before reading.
+                        if let Some(notifier) = notifier.get() {
+                            let _ = notifier.inval_inode(ino, -1, 0);
+                        }
                     }
+                    reply.opened(FileHandle(handle), open_flags(flags.0));
                 }
-                reply.opened(FileHandle(handle), open_flags(flags.0));
-            }
-            Err(error) => reply.error(error),
-        }
+                Err(error) => reply.error(error),
+            },
+        );
     }
 
     fn read(
@@ -517,10 +569,14 @@ impl Filesystem for KisekiFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.run(self.client.read(fh.0, offset, size)) {
-            Ok(data) => reply.data(&data),
-            Err(error) => reply.error(error),
-        }
+        let client = Arc::clone(&self.client);
+        self.spawn(
+            async move { client.read(fh.0, offset, size).await },
+            move |result| match result {
+                Ok(data) => reply.data(&data),
+                Err(error) => reply.error(error),
+            },
+        );
     }
 
     fn write(
@@ -549,7 +605,10 @@ impl Filesystem for KisekiFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.run(self.client.flush(fh.0)));
+        let client = Arc::clone(&self.client);
+        self.spawn(async move { client.flush(fh.0).await }, move |result| {
+            empty(reply, result)
+        });
     }
 
     fn release(
@@ -562,7 +621,10 @@ impl Filesystem for KisekiFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.run(self.client.release(fh.0)));
+        let client = Arc::clone(&self.client);
+        self.spawn(async move { client.release(fh.0).await }, move |result| {
+            empty(reply, result)
+        });
     }
 
     fn fsync(
@@ -573,7 +635,7 @@ impl Filesystem for KisekiFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.run(self.client.flush(fh.0)));
+        empty(reply, self.run(self.client.flush(fh.0)));
     }
 
     fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -721,7 +783,7 @@ impl Filesystem for KisekiFs {
                 }
             })
         });
-        Self::empty(reply, result);
+        empty(reply, result);
     }
 
     fn getxattr(
@@ -813,24 +875,26 @@ impl Filesystem for KisekiFs {
     ) {
         let exclusive = flags & libc::O_EXCL != 0;
         let append = flags & libc::O_APPEND != 0;
-        let result = name_of(name).and_then(|name| {
-            self.run(async {
-                let node = self
-                    .client
-                    .create(
-                        InodeId(parent.0),
-                        name,
-                        mode & 0o7777,
-                        caller(request),
-                        exclusive,
-                        Special::default(),
-                    )
-                    .await?;
-                let (handle, node, _) = self.client.open_created(node, append).await?;
-                Ok((handle, node))
-            })
-        });
-        match result {
+        let name = match name_of(name) {
+            Ok(name) => name.to_owned(),
+            Err(error) => return reply.error(error),
+        };
+        let (client, caller) = (Arc::clone(&self.client), caller(request));
+        let new = async move {
+            let node = client
+                .create(
+                    InodeId(parent.0),
+                    &name,
+                    mode & 0o7777,
+                    caller,
+                    exclusive,
+                    Special::default(),
+                )
+                .await?;
+            let (handle, node, _) = client.open_created(node, append).await?;
+            Ok((handle, node))
+        };
+        self.spawn(new, move |result| match result {
             Ok((handle, node)) => reply.created(
                 &TTL,
                 &file_attr(&node),
@@ -839,7 +903,7 @@ impl Filesystem for KisekiFs {
                 open_flags(flags),
             ),
             Err(error) => reply.error(error),
-        }
+        });
     }
 
     fn fallocate(
@@ -855,7 +919,7 @@ impl Filesystem for KisekiFs {
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
-        Self::empty(
+        empty(
             reply,
             self.run(self.client.allocate(InodeId(ino.0), offset, length))
                 .map(drop),
