@@ -287,7 +287,7 @@ impl KisekiFs {
     /// on a VM each such wake-up costs tens of microseconds, and a call that waits here paid
     /// two of them. The kernel bounds the calls in flight (each is a process waiting in a
     /// system call, or one of its `max_background` requests).
-    fn spawn<T: Send + 'static>(
+    fn dispatch<T: Send + 'static>(
         &self,
         call: impl Future<Output = kiseki_client::Result<T>> + Send + 'static,
         answer: impl FnOnce(Result<T, Errno>) + Send + 'static,
@@ -349,7 +349,7 @@ impl Filesystem for KisekiFs {
             Err(error) => return reply.error(error),
         };
         let client = Arc::clone(&self.client);
-        self.spawn(
+        self.dispatch(
             async move { client.lookup(InodeId(parent.0), &name).await },
             move |result| entry(reply, result),
         );
@@ -357,7 +357,7 @@ impl Filesystem for KisekiFs {
 
     fn getattr(&self, _request: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let client = Arc::clone(&self.client);
-        self.spawn(
+        self.dispatch(
             async move { client.getattr(InodeId(ino.0)).await },
             move |result| match result {
                 Ok(node) => reply.attr(&TTL, &file_attr(&node)),
@@ -450,7 +450,7 @@ impl Filesystem for KisekiFs {
             Err(error) => return reply.error(error),
         };
         let (client, caller) = (Arc::clone(&self.client), caller(request));
-        self.spawn(
+        self.dispatch(
             async move { client.mkdir(InodeId(parent.0), &name, mode, caller).await },
             move |result| entry(reply, result),
         );
@@ -462,7 +462,7 @@ impl Filesystem for KisekiFs {
             Err(error) => return reply.error(error),
         };
         let client = Arc::clone(&self.client);
-        self.spawn(
+        self.dispatch(
             async move { client.unlink(InodeId(parent.0), &name).await },
             move |result| empty(reply, result),
         );
@@ -541,7 +541,7 @@ impl Filesystem for KisekiFs {
         let reading = flags.0 & libc::O_ACCMODE != libc::O_WRONLY && flags.0 & libc::O_TRUNC == 0;
         let client = Arc::clone(&self.client);
         let notifier = Arc::clone(&self.notifier);
-        self.spawn(
+        self.dispatch(
             async move { client.open(InodeId(ino.0), append, reading).await },
             move |result| match result {
                 Ok((handle, _, changed)) => {
@@ -570,7 +570,7 @@ impl Filesystem for KisekiFs {
         reply: ReplyData,
     ) {
         let client = Arc::clone(&self.client);
-        self.spawn(
+        self.dispatch(
             async move { client.read(fh.0, offset, size).await },
             move |result| match result {
                 Ok(data) => reply.data(&data),
@@ -606,7 +606,7 @@ impl Filesystem for KisekiFs {
         reply: ReplyEmpty,
     ) {
         let client = Arc::clone(&self.client);
-        self.spawn(async move { client.flush(fh.0).await }, move |result| {
+        self.dispatch(async move { client.flush(fh.0).await }, move |result| {
             empty(reply, result)
         });
     }
@@ -622,7 +622,7 @@ impl Filesystem for KisekiFs {
         reply: ReplyEmpty,
     ) {
         let client = Arc::clone(&self.client);
-        self.spawn(async move { client.release(fh.0).await }, move |result| {
+        self.dispatch(async move { client.release(fh.0).await }, move |result| {
             empty(reply, result)
         });
     }
@@ -894,7 +894,7 @@ impl Filesystem for KisekiFs {
             let (handle, node, _) = client.open_created(node, append).await?;
             Ok((handle, node))
         };
-        self.spawn(new, move |result| match result {
+        self.dispatch(new, move |result| match result {
             Ok((handle, node)) => reply.created(
                 &TTL,
                 &file_attr(&node),
