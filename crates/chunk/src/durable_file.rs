@@ -10,19 +10,28 @@
 //! its pages stay warm), written padded to the block size, and the file is cut back to the
 //! data's length before `fdatasync`. File systems without direct I/O (tmpfs) get a plain
 //! buffered write.
+//!
+//! Large files are read back with direct I/O too ([`read_whole`]): a buffered read fills the
+//! page cache first (page allocation and a copy per byte), which the clients' own caches make
+//! redundant for chunk-sized frames. Small files keep the page cache.
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Alignment of buffer, offsets and lengths; 4096 covers every common logical block size.
 const ALIGN: usize = 4096;
 /// Largest write made through the aligned buffer; larger data is written buffered (chunk
 /// frames are far smaller, so this only bounds the buffer).
 const DIRECT_BYTES_MAX: usize = 64 << 20;
+
+/// Files at least this long are read with direct I/O.
+const DIRECT_READ_BYTES_MIN: u64 = 1 << 20;
 
 /// Distinguishes temporary files of concurrent writes in one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -71,6 +80,51 @@ pub(crate) fn replace_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// The whole content of the file at `path`: large files read with direct I/O into a
+/// page-aligned buffer, small ones (and file systems without direct I/O) through the page
+/// cache.
+pub(crate) fn read_whole(path: &Path) -> io::Result<Bytes> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            return fs::read(path).map(Bytes::from)
+        }
+        Err(error) => return Err(error),
+    };
+    let len = file.metadata()?.len();
+    let Ok(len) = usize::try_from(len) else {
+        return Err(io::Error::other("file too large to read whole"));
+    };
+    if (len as u64) < DIRECT_READ_BYTES_MIN {
+        drop(file);
+        return fs::read(path).map(Bytes::from);
+    }
+    let padded = len.div_ceil(ALIGN) * ALIGN;
+    let mut buffer = BytesMut::with_capacity(padded + ALIGN);
+    let skip = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
+    buffer.resize(skip + padded, 0);
+    buffer.advance(skip); // the data starts at a block boundary, as direct reads need
+    let mut filled = 0;
+    while filled < len {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break, // the file shrank meanwhile
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            // A short read left an unaligned offset, which direct I/O refuses.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                return fs::read(path).map(Bytes::from)
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    buffer.truncate(filled.min(len));
+    Ok(buffer.freeze())
 }
 
 /// Syncs directory `dir` (its entries: created, renamed or removed names).
@@ -275,6 +329,24 @@ mod tests {
             replace_durably(&path, b"replaced").unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), b"replaced");
         }
+    }
+
+    #[test]
+    fn files_read_back_whole_whatever_their_length() {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        for (n, len) in [0usize, 10, 4096, (1 << 20) - 1, 1 << 20, (4 << 20) + 88]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + n) as u8).collect();
+            let path = dir.path().join(format!("r{n}"));
+            std::fs::write(&path, &data).unwrap();
+            let read = read_whole(&path).unwrap();
+            assert_eq!(read.len(), len);
+            assert!(read[..] == data[..], "length {len}");
+        }
+        let missing = read_whole(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

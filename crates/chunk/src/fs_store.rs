@@ -156,12 +156,10 @@ impl ChunkStore for FsChunkStore {
             let path = store
                 .locate(tenant, id)
                 .ok_or(ChunkError::NotFound { tenant, id })?;
-            fs::read(&path)
-                .map(Bytes::from)
-                .map_err(|source| match source.kind() {
-                    io::ErrorKind::NotFound => ChunkError::NotFound { tenant, id },
-                    _ => io_error(&path, source),
-                })
+            durable_file::read_whole(&path).map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => ChunkError::NotFound { tenant, id },
+                _ => io_error(&path, source),
+            })
         }))
     }
 
