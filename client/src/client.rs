@@ -29,6 +29,7 @@ use kiseki_types::{ChunkId, ErrorKind, Extent, FileKind, InodeId, NamespaceError
 use tokio::task::JoinHandle;
 
 use crate::agent::snapshot::{DatasetSnapshot, PinnedMetadata};
+use crate::attr_cache::{AttrCache, FetchTicket};
 use crate::cache::ChunkCache;
 use crate::dirty::DirtyRanges;
 use crate::transport::{
@@ -178,7 +179,7 @@ pub struct Client {
     chunk_size: usize,
     cache: Arc<dyn ChunkCache>,
     options: ClientOptions,
-    attrs: Mutex<HashMap<InodeId, (Node, Instant)>>,
+    attrs: AttrCache,
     dir_owners: Mutex<HashMap<InodeId, CachedDirOwner>>,
     files: Mutex<HashMap<InodeId, SharedFile>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
@@ -237,7 +238,7 @@ impl Client {
             chunk_size: session.chunk_size as usize,
             cache,
             options,
-            attrs: Mutex::new(HashMap::new()),
+            attrs: AttrCache::default(),
             dir_owners: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
@@ -262,12 +263,13 @@ impl Client {
 
     // ---- Attributes ----
 
+    /// Keeps the attributes a change made here returned.
     fn remember(&self, node: &Node) {
-        lock(&self.attrs).insert(node.inode, (node.clone(), Instant::now()));
+        self.attrs.changed(node);
     }
 
     fn forget_attrs(&self) {
-        lock(&self.attrs).clear();
+        self.attrs.clear();
         lock(&self.dir_owners).clear();
     }
 
@@ -293,15 +295,12 @@ impl Client {
         if let Some(node) = self.pinned.node(inode) {
             return Ok(self.with_local(node).await);
         }
-        let cached = lock(&self.attrs)
-            .get(&inode)
-            .filter(|(_, at)| at.elapsed() < self.options.attr_ttl)
-            .map(|(n, _)| n.clone());
-        let node = match cached {
+        let node = match self.attrs.get(inode, self.options.attr_ttl) {
             Some(node) => node,
             None => {
+                let ticket = self.attrs.ticket();
                 let node = self.transport.getattr(inode).await?;
-                self.remember(&node);
+                self.attrs.fetched(&node, ticket);
                 node
             }
         };
@@ -314,9 +313,10 @@ impl Client {
         if let Some(node) = self.pinned.lookup(parent, name) {
             return Ok(self.with_local(node).await);
         }
+        let ticket = self.attrs.ticket();
         let node = self.transport.lookup(parent, name).await?;
         self.inherit_mode(parent, node.inode);
-        self.remember(&node);
+        self.attrs.fetched(&node, ticket);
         Ok(self.with_local(node).await)
     }
 
@@ -458,7 +458,7 @@ impl Client {
     }
 
     fn invalidate(&self, inode: InodeId) {
-        lock(&self.attrs).remove(&inode);
+        self.attrs.invalidate(inode);
     }
 
     /// Removes a name. A file still open here keeps its bytes under a hidden name until its
@@ -570,6 +570,7 @@ impl Client {
                 .last()
                 .map(|entry| entry.cursor.clone())
                 .unwrap_or_default();
+            let ticket = self.attrs.ticket();
             let page = self
                 .transport
                 .read_dir(dir.inode, &after, self.options.readdir_page_entries)
@@ -587,7 +588,7 @@ impl Client {
                 self.inherit_mode(dir.inode, entry.inode);
                 if let Some(node) = entry.node.take() {
                     // Prime the attribute cache: `ls -l` then needs no round trip per entry.
-                    self.remember(&node);
+                    self.attrs.fetched(&node, ticket);
                     entry.node = Some(self.with_local(node).await);
                 }
                 visible.push(entry);
@@ -633,7 +634,9 @@ impl Client {
     ) -> Result<(u64, Node, bool)> {
         // A pinned file's attributes are its snapshot's (the pinned-metadata rule).
         if let Some(node) = self.pinned.node(inode) {
-            return self.open_node(node, append, None).await;
+            return self
+                .open_node(node, append, None, self.attrs.ticket())
+                .await;
         }
         let bypass = self.bypasses(inode);
         let (layout_len, inline_max) = match (reading, bypass) {
@@ -641,6 +644,7 @@ impl Client {
             (true, true) => (self.options.layout_window_bytes, 0),
             (true, false) => (self.options.layout_window_bytes, INLINE_FILE_BYTES_MAX),
         };
+        let ticket = self.attrs.ticket();
         let opened = self.transport.open(inode, layout_len, inline_max).await?;
         if let Some((id, frame)) = opened.inline {
             // A frame that does not open is left for the read to fetch and report.
@@ -650,12 +654,13 @@ impl Client {
             }
         }
         let layout = opened.layout.map(|layout| (layout, layout_len));
-        self.open_node(opened.node, append, layout).await
+        self.open_node(opened.node, append, layout, ticket).await
     }
 
     /// Opens a file this client just created (its attributes are fresh already).
     pub async fn open_created(&self, node: Node, append: bool) -> Result<(u64, Node, bool)> {
-        self.open_node(node, append, None).await
+        self.open_node(node, append, None, self.attrs.ticket())
+            .await
     }
 
     /// Registers an open handle of `fresh`, with the layout of `[0, window)` if known.
@@ -664,13 +669,14 @@ impl Client {
         fresh: Node,
         append: bool,
         layout: Option<(Layout, u64)>,
+        ticket: FetchTicket,
     ) -> Result<(u64, Node, bool)> {
         let inode = fresh.inode;
-        let previous = lock(&self.attrs).get(&inode).map(|(node, _)| node.clone());
+        let previous = self.attrs.last_seen(inode);
         let changed = previous.is_none_or(|old| {
             old.attrs.size != fresh.attrs.size || old.attrs.mtime != fresh.attrs.mtime
         });
-        self.remember(&fresh);
+        self.attrs.fetched(&fresh, ticket);
         let state =
             Arc::clone(lock(&self.files).entry(inode).or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(FileState::new(self.chunk_size)))

@@ -8,6 +8,7 @@
 //! never decides namespace semantics the server's namespace owns (names, links, renames).
 
 pub mod agent;
+mod attr_cache;
 mod bulk;
 mod cache;
 mod client;

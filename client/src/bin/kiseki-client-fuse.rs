@@ -268,7 +268,13 @@ struct KisekiFs {
     client: Arc<Client>,
     runtime: tokio::runtime::Handle,
     notifier: Arc<OnceLock<Notifier>>,
+    /// Calls waiting on the server as runtime tasks; at the bound, FUSE threads wait for one
+    /// to finish before they take the next request.
+    dispatched: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most calls that wait on the server at once (see [`KisekiFs::dispatch`]).
+const DISPATCHED_CALLS_MAX: usize = 1024;
 
 impl KisekiFs {
     fn run<T>(&self, call: impl Future<Output = kiseki_client::Result<T>>) -> Result<T, Errno> {
@@ -286,7 +292,8 @@ impl KisekiFs {
     /// the kernel at once instead of sleeping in `block_on` until a runtime thread wakes it:
     /// on a VM each such wake-up costs tens of microseconds, and a call that waits here paid
     /// two of them. The kernel bounds the calls in flight (each is a process waiting in a
-    /// system call, or one of its `max_background` requests).
+    /// system call, or one of its `max_background` requests) and so does
+    /// [`DISPATCHED_CALLS_MAX`].
     fn dispatch<T: Send + 'static>(
         &self,
         call: impl Future<Output = kiseki_client::Result<T>> + Send + 'static,
@@ -300,12 +307,23 @@ impl KisekiFs {
                 errno(&error)
             }))
         });
-        let _runtime = self.runtime.enter();
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        if task.as_mut().poll(&mut context).is_pending() {
+        let pending = {
+            let _runtime = self.runtime.enter();
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            task.as_mut().poll(&mut context).is_pending()
+        };
+        if pending {
+            let dispatched = Arc::clone(&self.dispatched);
+            let permit = match dispatched.clone().try_acquire_owned() {
+                Ok(permit) => Ok(permit),
+                Err(_) => self.runtime.block_on(dispatched.acquire_owned()),
+            };
             // Polled again by the runtime with a real waker, which every pending source
             // registers anew.
-            self.runtime.spawn(task);
+            self.runtime.spawn(async move {
+                task.await;
+                drop(permit);
+            });
         }
     }
 }
@@ -1157,6 +1175,7 @@ fn main() -> anyhow::Result<()> {
         client,
         runtime: runtime.handle().clone(),
         notifier: Arc::clone(&notifier),
+        dispatched: Arc::new(tokio::sync::Semaphore::new(DISPATCHED_CALLS_MAX)),
     };
     let mut config = Config::default();
     config.mount_options = vec![
