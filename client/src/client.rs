@@ -1389,7 +1389,7 @@ impl Client {
         ChunkService::open(self.tenant, id, frame, &|epoch| {
             self.keyring.epoch(epoch).ok()
         })
-        .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
+        .map_err(refused_frame)
     }
 
     /// Verifies and opens a sealed frame of chunk `id` into `out` (which needs the plaintext
@@ -1402,7 +1402,7 @@ impl Client {
             &|epoch| self.keyring.epoch(epoch).ok(),
             out,
         )
-        .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
+        .map_err(refused_frame)
     }
 
     /// Fetches the file-system figures now (staging does, so walks of staged data find them).
@@ -1486,6 +1486,11 @@ fn seal(
     Ok((frame, extent))
 }
 
+/// A frame that failed to open (its errors name the chunk and tenant).
+fn refused_frame(error: kiseki_chunk::ChunkError) -> NamespaceError {
+    NamespaceError::new(ErrorKind::Corrupt, error.to_string())
+}
+
 /// Fetches a sealed chunk and verifies and opens it here.
 async fn fetch_and_open(
     transport: &dyn Transport,
@@ -1494,6 +1499,5 @@ async fn fetch_and_open(
     id: ChunkId,
 ) -> Result<Bytes> {
     let frame = transport.get_chunk(id).await?;
-    ChunkService::open(tenant, id, frame, &|epoch| keyring.epoch(epoch).ok())
-        .map_err(|e| NamespaceError::new(ErrorKind::Corrupt, format!("chunk {id}: {e}")))
+    ChunkService::open(tenant, id, frame, &|epoch| keyring.epoch(epoch).ok()).map_err(refused_frame)
 }

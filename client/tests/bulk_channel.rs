@@ -1,8 +1,9 @@
 //! The native bulk channel: sealed chunk frames over plain TCP on connections proven with a
 //! session granted over TLS. Frames fetched there are the ones TLS carries; a connection
 //! without a valid proof, with a replayed proof, or from another address gets a precise
-//! refusal; a server without the channel still serves frames inside TLS. Real `kiseki-server`
-//! and `kiseki-client-fuse` processes.
+//! refusal; a server without the channel still serves frames inside TLS. A frame damaged on
+//! the server's disk is refused by the client that opens it. Real `kiseki-server` and
+//! `kiseki-client-fuse` processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,10 +11,13 @@ mod common;
 
 use std::fs;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_port, Mount, Server};
-use kiseki_client::{ChannelSecurity, GrpcOptions, GrpcTransport, Transport};
+use kiseki_client::{
+    ChannelSecurity, Client, ClientOptions, GrpcOptions, GrpcTransport, MemoryChunkCache, Transport,
+};
 use kiseki_crypto::ChannelKey;
 use kiseki_proto::bulk;
 use kiseki_types::{ChunkId, ErrorKind, InodeId};
@@ -269,4 +273,60 @@ fn without_a_bulk_channel_frames_come_inside_tls() {
     // The server counts each call by method: every frame came through GetChunk.
     assert_eq!(calls("GetChunk") - gets, chunks.len() as u64);
     assert!(calls("OpenBulkSession") > sessions);
+}
+
+/// The file under `dir` (searched depth-first) named `name`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|file| file == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_chunk_damaged_on_the_server_is_refused_by_the_client_never_read_as_data() {
+    let dir = temp_dir();
+    let data_dir = dir.path().join("data");
+    let server = Server::start(&data_dir, free_port());
+    let runtime = runtime();
+    let _entered = runtime.enter();
+    let len = 5 << 20;
+    let chunks = write_file(&runtime, &server, dir.path(), "data.bin", len);
+    let expected: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let path = find_file(&data_dir, &chunks[0].to_hex()).expect("the first chunk's file");
+    let original = fs::read(&path).unwrap();
+    let mut damaged = original.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x10;
+    fs::write(&path, &damaged).unwrap();
+
+    // The server sends the frame as stored; the client's tag check refuses it.
+    let bulk = transport(&server, true);
+    let refused = runtime.block_on(async {
+        let frame = bulk.get_chunk(chunks[0]).await.unwrap();
+        assert_eq!(frame.to_vec(), damaged);
+        let client = Client::connect(
+            Arc::new(bulk),
+            Arc::new(MemoryChunkCache::new(1 << 20)),
+            ClientOptions::default(),
+        )
+        .await
+        .unwrap();
+        client.open_frame(chunks[0], frame).unwrap_err()
+    });
+    assert_eq!(refused.kind, ErrorKind::Corrupt, "{refused}");
+
+    let mount = Mount::start(&server, &dir.path().join("reader"));
+    let error = fs::read(mount.path.join("data.bin")).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    // Once the chunk is whole again, the same mount reads it: the refusal was not cached.
+    fs::write(&path, &original).unwrap();
+    assert!(fs::read(mount.path.join("data.bin")).unwrap() == expected);
 }

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,7 +89,7 @@ fn replace_via_temp(
 /// page-aligned buffer, small ones (and file systems without direct I/O) through the page
 /// cache.
 pub(crate) fn read_whole(path: &Path) -> io::Result<Bytes> {
-    let mut file = match OpenOptions::new()
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
@@ -111,13 +111,12 @@ pub(crate) fn read_whole(path: &Path) -> io::Result<Bytes> {
     let padded = len.div_ceil(ALIGN) * ALIGN;
     let mut buffer = BytesMut::with_capacity(padded + ALIGN);
     let skip = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
-    buffer.resize(skip + padded, 0);
+    buffer.resize(skip, 0);
     buffer.advance(skip); // the data starts at a block boundary, as direct reads need
-    let mut filled = 0;
-    while filled < len {
-        match file.read(&mut buffer[filled..]) {
+    while buffer.len() < len {
+        match read_into_spare(&file, &mut buffer, padded) {
             Ok(0) => break, // the file shrank meanwhile
-            Ok(read) => filled += read,
+            Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             // A short read left an unaligned offset, which direct I/O refuses.
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
@@ -126,8 +125,27 @@ pub(crate) fn read_whole(path: &Path) -> io::Result<Bytes> {
             Err(error) => return Err(error),
         }
     }
-    buffer.truncate(filled.min(len));
+    buffer.truncate(len);
     Ok(buffer.freeze())
+}
+
+/// Reads from `file` into `buffer`'s spare room, up to `limit` bytes in all, without zeroing
+/// the room first: a zero fill of every 4 MiB frame read was 4 % of the CPU of a cold read.
+/// Returns the bytes read, which become part of `buffer`.
+#[allow(unsafe_code)] // a read into spare capacity; only what the kernel wrote is kept
+fn read_into_spare(file: &File, buffer: &mut BytesMut, limit: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let room = limit.saturating_sub(buffer.len());
+    let spare = buffer.spare_capacity_mut();
+    let room = room.min(spare.len());
+    // SAFETY: the kernel writes at most `room` bytes, all inside the spare capacity.
+    let read = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+    let Ok(read) = usize::try_from(read) else {
+        return Err(io::Error::last_os_error());
+    };
+    // SAFETY: the `read` bytes after the current length were just written by the kernel.
+    unsafe { buffer.set_len(buffer.len() + read) };
+    Ok(read)
 }
 
 /// Syncs directory `dir` (its entries: created, renamed or removed names).

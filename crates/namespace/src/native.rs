@@ -121,7 +121,8 @@ impl TenantNamespace {
         Ok(false)
     }
 
-    /// The sealed frame of chunk `id`, checked against its checksums.
+    /// The sealed frame of chunk `id`, its header checked (the client that opens it
+    /// authenticates the body).
     pub async fn sealed_chunk(&self, id: ChunkId) -> Result<Bytes, NamespaceError> {
         let (chunks, _, _) = self.chunk_parts();
         chunks
