@@ -1384,6 +1384,12 @@ impl Client {
         self.transport.get_chunk(id).await
     }
 
+    /// Fetches chunk `id`'s sealed frame again inside TLS, the server checking its copy's
+    /// checksum first: the second attempt after a frame did not open.
+    pub async fn fetch_sealed_checked(&self, id: ChunkId) -> Result<Bytes> {
+        self.transport.get_chunk_checked(id).await
+    }
+
     /// Verifies and opens a sealed frame of chunk `id` (CPU only, no I/O).
     pub fn open_frame(&self, id: ChunkId, frame: Bytes) -> Result<Bytes> {
         ChunkService::open(self.tenant, id, frame, &|epoch| {
@@ -1491,13 +1497,25 @@ fn refused_frame(error: kiseki_chunk::ChunkError) -> NamespaceError {
     NamespaceError::new(ErrorKind::Corrupt, error.to_string())
 }
 
-/// Fetches a sealed chunk and verifies and opens it here.
+/// Fetches a sealed chunk and verifies and opens it here; a frame that does not open is
+/// fetched once more with the server's check ([`Transport::get_chunk_checked`]).
 async fn fetch_and_open(
     transport: &dyn Transport,
     tenant: TenantId,
     keyring: &TenantKeyring,
     id: ChunkId,
 ) -> Result<Bytes> {
-    let frame = transport.get_chunk(id).await?;
-    ChunkService::open(tenant, id, frame, &|epoch| keyring.epoch(epoch).ok()).map_err(refused_frame)
+    let open = |frame| {
+        ChunkService::open(tenant, id, frame, &|epoch| keyring.epoch(epoch).ok())
+            .map_err(refused_frame)
+    };
+    match open(transport.get_chunk(id).await?) {
+        Err(refused) => {
+            // Damaged on the server's disk or on its way here (the bulk channel is plain
+            // TCP): once more inside TLS, the server checking its copy first.
+            tracing::warn!(chunk = %id, error = %refused, "a chunk frame did not open; fetching it again with the server's check");
+            open(transport.get_chunk_checked(id).await?)
+        }
+        opened => opened,
+    }
 }

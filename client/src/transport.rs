@@ -219,6 +219,10 @@ pub trait Transport: Send + Sync + 'static {
     async fn put_chunk(&self, id: ChunkId, frame: Bytes) -> Result<bool>;
     /// A sealed chunk frame.
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes>;
+    /// A sealed chunk frame fetched again inside TLS, with its body's checksum checked by the
+    /// server first: the second attempt after a frame failed to open. It tells a copy damaged
+    /// on the server's disk (an error here, counted by the server) from one damaged on its way.
+    async fn get_chunk_checked(&self, id: ChunkId) -> Result<Bytes>;
     /// Stores a sealed chunk and commits it as `extent` of `inode` (a positional write), in
     /// one round trip where the transport can.
     async fn put_chunk_and_write(
@@ -932,8 +936,20 @@ impl Transport for GrpcTransport {
                 return fetched;
             }
         }
+        self.get_chunk_over_tls(id, false).await
+    }
+
+    async fn get_chunk_checked(&self, id: ChunkId) -> Result<Bytes> {
+        self.get_chunk_over_tls(id, true).await
+    }
+}
+
+impl GrpcTransport {
+    /// A frame inside TLS, its body's checksum checked by the server when `verify`.
+    async fn get_chunk_over_tls(&self, id: ChunkId, verify: bool) -> Result<Bytes> {
         let request = self.request(wire::GetChunkRequest {
             chunk_id: id.0.to_vec(),
+            verify,
         });
         let mut stream = self
             .data_client()
@@ -1141,6 +1157,10 @@ impl Transport for CountingTransport {
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes> {
         RequestCounts::bump(&self.counts.chunk_gets);
         self.inner.get_chunk(id).await
+    }
+    async fn get_chunk_checked(&self, id: ChunkId) -> Result<Bytes> {
+        RequestCounts::bump(&self.counts.chunk_gets);
+        self.inner.get_chunk_checked(id).await
     }
     async fn put_chunk_and_write(
         &self,

@@ -2,8 +2,8 @@
 //! session granted over TLS. Frames fetched there are the ones TLS carries; a connection
 //! without a valid proof, with a replayed proof, or from another address gets a precise
 //! refusal; a server without the channel still serves frames inside TLS. A frame damaged on
-//! the server's disk is refused by the client that opens it. Real `kiseki-server` and
-//! `kiseki-client-fuse` processes.
+//! the server's disk is refused by the client that opens it, asked for again with the server's
+//! check, and counted by the server. Real `kiseki-server` and `kiseki-client-fuse` processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -291,7 +291,7 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
 }
 
 #[test]
-fn a_chunk_damaged_on_the_server_is_refused_by_the_client_never_read_as_data() {
+fn a_chunk_damaged_on_the_server_is_refused_rechecked_and_counted_never_read_as_data() {
     let dir = temp_dir();
     let data_dir = dir.path().join("data");
     let server = Server::start(&data_dir, free_port());
@@ -307,25 +307,38 @@ fn a_chunk_damaged_on_the_server_is_refused_by_the_client_never_read_as_data() {
     damaged[middle] ^= 0x10;
     fs::write(&path, &damaged).unwrap();
 
-    // The server sends the frame as stored; the client's tag check refuses it.
-    let bulk = transport(&server, true);
-    let refused = runtime.block_on(async {
+    // The server sends the frame as stored; the client's tag check refuses it. Asked again
+    // with the server's check, the server finds its copy damaged and counts it.
+    let damaged_total = || counter(&server, "kiseki_native_damaged_chunks_total");
+    let bulk = Arc::new(transport(&server, true));
+    runtime.block_on(async {
         let frame = bulk.get_chunk(chunks[0]).await.unwrap();
         assert_eq!(frame.to_vec(), damaged);
         let client = Client::connect(
-            Arc::new(bulk),
+            bulk.clone(),
             Arc::new(MemoryChunkCache::new(1 << 20)),
             ClientOptions::default(),
         )
         .await
         .unwrap();
-        client.open_frame(chunks[0], frame).unwrap_err()
+        let refused = client.open_frame(chunks[0], frame).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Corrupt, "{refused}");
+        let checked = bulk.get_chunk_checked(chunks[0]).await.unwrap_err();
+        assert_eq!(checked.kind, ErrorKind::Corrupt, "{checked}");
+        assert!(checked.message.contains("checksum"), "{checked}");
+        // Another chunk of the file passes the same check.
+        assert!(bulk.get_chunk_checked(chunks[1]).await.is_ok());
     });
-    assert_eq!(refused.kind, ErrorKind::Corrupt, "{refused}");
+    assert_eq!(damaged_total(), 1);
 
+    // Through a mount: EIO, after the client asked once more with the check.
     let mount = Mount::start(&server, &dir.path().join("reader"));
     let error = fs::read(mount.path.join("data.bin")).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        damaged_total() >= 2,
+        "the mount's read asked with the check"
+    );
     // Once the chunk is whole again, the same mount reads it: the refusal was not cached.
     fs::write(&path, &original).unwrap();
     assert!(fs::read(mount.path.join("data.bin")).unwrap() == expected);

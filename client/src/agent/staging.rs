@@ -259,37 +259,53 @@ impl FileTracker {
 
 /// Fetches one chunk and stores it. Opening and storing (two AES-GCM passes and a file write)
 /// run on a blocking thread, so the runtime's threads keep the transfers going. A pinned chunk
-/// is opened straight into its L2 file's write buffer (one copy from the network's buffer).
+/// is opened straight into its L2 file's write buffer (one copy from the network's buffer). A
+/// frame that does not open is fetched once more with the server's check (see
+/// `Client::fetch_sealed_checked`).
 async fn fetch_one(agent: &Agent, mode: CacheMode, id: ChunkId) -> Result<u64, String> {
-    let frame: Bytes = agent
-        .client
-        .fetch_sealed(id)
-        .await
-        .map_err(|e| format!("fetching chunk {id}: {e}"))?;
+    let fetched = agent.client.fetch_sealed(id).await;
+    let stored = match store_one(agent, mode, id, fetched).await {
+        Err(StoreFailure::Open(error)) => {
+            tracing::warn!(chunk = %id, %error, "a staged chunk did not open; fetching it again with the server's check");
+            let fetched = agent.client.fetch_sealed_checked(id).await;
+            store_one(agent, mode, id, fetched).await
+        }
+        stored => stored,
+    };
+    stored.map_err(|failure| failure.to_string())
+}
+
+/// Opens and stores one fetched frame (on a blocking thread); returns its plaintext length.
+async fn store_one(
+    agent: &Agent,
+    mode: CacheMode,
+    id: ChunkId,
+    fetched: Result<Bytes, NamespaceError>,
+) -> Result<u64, StoreFailure> {
+    let frame = fetched.map_err(|e| StoreFailure::Fetch(format!("fetching chunk {id}: {e}")))?;
     let cache = Arc::clone(&agent.cache);
     let client = Arc::clone(&agent.client);
     tokio::task::spawn_blocking(move || match mode {
         CacheMode::Pinned => {
-            let len = ChunkService::plaintext_len(&frame)
-                .ok_or_else(|| format!("chunk {id}: a frame of {} bytes", frame.len()))?;
-            cache
-                .store_pinned_with(id, len, |out: &mut [u8]| {
-                    client
-                        .open_frame_into(id, &frame, out)
-                        .map(|_| ())
-                        .map_err(StoreFailure::Open)
-                })
-                .map_err(|failure| failure.to_string())?;
+            let len = ChunkService::plaintext_len(&frame).ok_or_else(|| {
+                StoreFailure::Fetch(format!("chunk {id}: a frame of {} bytes", frame.len()))
+            })?;
+            cache.store_pinned_with(id, len, |out: &mut [u8]| {
+                client
+                    .open_frame_into(id, &frame, out)
+                    .map(|_| ())
+                    .map_err(StoreFailure::Open)
+            })?;
             Ok(len as u64)
         }
         _ => {
-            let plaintext = client.open_frame(id, frame).map_err(|e| e.to_string())?;
+            let plaintext = client.open_frame(id, frame).map_err(StoreFailure::Open)?;
             cache.store_organic(id, &plaintext);
             Ok(plaintext.len() as u64)
         }
     })
     .await
-    .map_err(|e| format!("storing chunk {id}: {e}"))?
+    .map_err(|e| StoreFailure::Fetch(format!("storing chunk {id}: {e}")))?
 }
 
 /// Why a fetched chunk was not stored.
@@ -299,6 +315,9 @@ enum StoreFailure {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Open(NamespaceError),
+    /// The frame did not arrive, or the storing task failed.
+    #[error("{0}")]
+    Fetch(String),
 }
 
 async fn fetch_dataset(

@@ -312,7 +312,7 @@ async fn send_chunk(
     tenant: &TenantNamespace,
     id: ChunkId,
 ) -> std::io::Result<Option<u64>> {
-    match tenant.sealed_chunk(id).await {
+    match tenant.sealed_chunk(id, false).await {
         Ok(frame) => {
             let len = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
             tcp.write_all(&reply_header(STATUS_OK, len)).await?;

@@ -91,6 +91,7 @@ pub async fn serve(
         keys,
         data_dir,
         bulk,
+        damaged_chunks: metrics.damaged_chunks.clone(),
     };
     let service = NativeServiceServer::new(service)
         .max_decoding_message_size(NATIVE_MESSAGE_BYTES_MAX)
@@ -127,6 +128,7 @@ struct NativeServer {
     keys: KeyMaterialSource,
     data_dir: PathBuf,
     bulk: Option<Arc<bulk::BulkSessions>>,
+    damaged_chunks: prometheus_client::metrics::counter::Counter,
 }
 
 fn status(error: NamespaceError) -> Status {
@@ -262,7 +264,7 @@ impl NativeService for NativeServer {
         if let [only] = layout.extents.as_slice() {
             if !layout.truncated && layout.size <= inline_max {
                 reply.inline_frame = namespace
-                    .sealed_chunk(only.chunk)
+                    .sealed_chunk(only.chunk, false)
                     .await
                     .map_err(status)?
                     .to_vec();
@@ -629,7 +631,27 @@ impl NativeService for NativeServer {
     ) -> Result<Response<PieceStream>, Status> {
         let namespace = self.tenant(&request).await?;
         let id = chunk_id(&request.get_ref().chunk_id)?;
-        let frame: Bytes = namespace.sealed_chunk(id).await.map_err(status)?;
+        let check_body = request.get_ref().verify;
+        let frame: Bytes = match namespace.sealed_chunk(id, check_body).await {
+            Ok(frame) => frame,
+            Err(error) => {
+                // The client's tag check failed, and our copy is here with a sound header but
+                // fails its body checksum (this path is rare: the second read costs nothing).
+                if check_body
+                    && error.kind == ErrorKind::Corrupt
+                    && namespace.sealed_chunk(id, false).await.is_ok()
+                {
+                    self.damaged_chunks.inc();
+                    tracing::error!(
+                        tenant = %namespace.tenant(),
+                        chunk = %id,
+                        %error,
+                        "chunk damaged on this server's disk"
+                    );
+                }
+                return Err(status(error));
+            }
+        };
         let frame_len = frame.len() as u64;
         let pieces: Vec<Result<wire::ChunkPiece, Status>> = frame_pieces(&frame)
             .enumerate()

@@ -45,10 +45,12 @@ struct MethodLabel {
     method: &'static str,
 }
 
-/// The per-method counters.
+/// The per-method counters, and what the service found wrong with the chunks it serves.
 #[derive(Clone, Default)]
 pub struct RequestMetrics {
     requests: Family<MethodLabel, Counter>,
+    /// Frames a client could not open whose copy here then failed its checksum.
+    pub damaged_chunks: Counter,
 }
 
 impl RequestMetrics {
@@ -59,6 +61,12 @@ impl RequestMetrics {
             "native_requests",
             "Native service calls received, by method",
             metrics.requests.clone(),
+        );
+        registry.register(
+            "native_damaged_chunks",
+            "Chunk frames a native client could not open whose copy on this server then failed \
+             its checksum (damaged on disk)",
+            metrics.damaged_chunks.clone(),
         );
         metrics
     }
