@@ -59,6 +59,26 @@ impl MemoryChunkCache {
         inner.index.clear();
     }
 
+    /// Caches `plaintext` as chunk `id`; returns the chunks this pushed out (with `id` itself
+    /// when it is larger than the whole cache), for a tier below to keep.
+    pub(crate) fn insert_evicting(&self, id: ChunkId, plaintext: Bytes) -> Vec<(ChunkId, Bytes)> {
+        let mut inner = self.lock();
+        let fresh = !inner.index.contains(&id);
+        let evicted = inner.index.insert(id, plaintext.len() as u64);
+        let mut victims = Vec::with_capacity(evicted.len());
+        for (victim, _) in evicted {
+            if victim == id {
+                victims.push((id, plaintext.clone()));
+            } else if let Some(bytes) = inner.chunks.remove(&victim) {
+                victims.push((victim, bytes));
+            }
+        }
+        if fresh && inner.index.contains(&id) {
+            inner.chunks.insert(id, plaintext);
+        }
+        victims
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -75,16 +95,7 @@ impl ChunkCache for MemoryChunkCache {
     }
 
     fn insert(&self, id: ChunkId, plaintext: Bytes) {
-        let mut inner = self.lock();
-        let size = plaintext.len() as u64;
-        let fresh = !inner.index.contains(&id);
-        let evicted = inner.index.insert(id, size);
-        for (victim, _) in &evicted {
-            inner.chunks.remove(victim);
-        }
-        if fresh && inner.index.contains(&id) {
-            inner.chunks.insert(id, plaintext);
-        }
+        drop(self.insert_evicting(id, plaintext));
     }
 
     fn contains(&self, id: &ChunkId) -> bool {
@@ -115,6 +126,24 @@ mod tests {
         cache.insert(id(4), Bytes::from(vec![0; 11]));
         assert!(!cache.contains(&id(4)), "a chunk larger than the cache");
         assert_eq!(cache.usage(), (8, 10));
+    }
+
+    #[test]
+    fn what_an_insert_pushes_out_comes_back_to_the_caller() {
+        let cache = MemoryChunkCache::with_correlation(10, Duration::ZERO);
+        assert!(cache
+            .insert_evicting(id(1), Bytes::from(vec![1; 4]))
+            .is_empty());
+        assert!(cache
+            .insert_evicting(id(2), Bytes::from(vec![2; 4]))
+            .is_empty());
+        let pushed = cache.insert_evicting(id(3), Bytes::from(vec![3; 4]));
+        assert_eq!(pushed, vec![(id(1), Bytes::from(vec![1; 4]))]);
+        let oversized = cache.insert_evicting(id(4), Bytes::from(vec![4; 11]));
+        assert_eq!(oversized, vec![(id(4), Bytes::from(vec![4; 11]))]);
+        assert!(cache
+            .insert_evicting(id(3), Bytes::from(vec![3; 4]))
+            .is_empty());
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! L2 holds two kinds of chunks in one byte budget: pinned ones (kept while pinned, counted
 //! against the budget from the moment they are pinned, fetched or not) and organic ones (the
-//! rest of the budget, replaced by the segmented LRU). Organic chunks reach L2 through a
+//! rest of the budget, replaced by the segmented LRU). Organic chunks reach L2 when L1 lets
+//! them go (L2 is L1's victim cache): a working set that fits in memory costs no cache file,
+//! and a streaming read writes to local disk only what memory cannot keep. They go through a
 //! bounded writer queue, so a read never waits for a cache file; when the queue is full the
-//! chunk just stays L1-only.
+//! chunk is not kept. L2 does not outlive the process, so nothing is lost by writing late.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -491,6 +493,21 @@ impl NodeCache {
         self.shared.write_organic(id, plaintext);
     }
 
+    /// Queues chunks L1 let go of for their organic L2 write (those L2 has are skipped).
+    fn keep_in_l2(&self, victims: Vec<(ChunkId, Bytes)>) {
+        for (id, plaintext) in victims {
+            if self.shared.lock().holds(&id) {
+                continue;
+            }
+            if let Err(TrySendError::Full(_)) = self.writes.try_send((id, plaintext)) {
+                self.shared
+                    .counters
+                    .l2_writes_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Where chunk `id`'s L2 file lives (tests and `kiseki cache` diagnostics).
     pub fn l2_path(&self, id: &ChunkId) -> PathBuf {
         self.shared.files.path(id)
@@ -521,7 +538,7 @@ impl ChunkCache for NodeCache {
         match self.shared.files.read(&key, id) {
             Ok(bytes) => {
                 counters.l2_hits.fetch_add(1, Ordering::Relaxed);
-                self.l1.insert(*id, bytes.clone());
+                self.keep_in_l2(self.l1.insert_evicting(*id, bytes.clone()));
                 Some(bytes)
             }
             Err(failure) => {
@@ -533,16 +550,7 @@ impl ChunkCache for NodeCache {
     }
 
     fn insert(&self, id: ChunkId, plaintext: Bytes) {
-        self.l1.insert(id, plaintext.clone());
-        if self.shared.lock().holds(&id) {
-            return;
-        }
-        if let Err(TrySendError::Full(_)) = self.writes.try_send((id, plaintext)) {
-            self.shared
-                .counters
-                .l2_writes_skipped
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.keep_in_l2(self.l1.insert_evicting(id, plaintext));
     }
 
     fn contains(&self, id: &ChunkId) -> bool {
@@ -596,8 +604,13 @@ mod tests {
     fn organic_chunks_move_to_disk_and_are_served_from_there() {
         let (_dir, cache) = open(100, 1000);
         cache.insert(id(1), chunk(1, 80));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !cache.l2_path(&id(1)).exists(),
+            "a chunk L1 keeps costs no file"
+        );
+        cache.insert(id(2), chunk(2, 80)); // pushes chunk 1 out of L1, into L2
         wait_for_l2(&cache, 1);
-        cache.insert(id(2), chunk(2, 80)); // pushes chunk 1 out of L1
         let l1_only = cache.status().l1;
         assert!(l1_only.bytes <= 100);
         assert_eq!(cache.get(&id(1)), Some(chunk(1, 80)));
@@ -721,11 +734,13 @@ mod tests {
 
     #[test]
     fn evict_spares_pinned_chunks() {
-        let (_dir, cache) = open(1000, 1000);
+        let (_dir, cache) = open(15, 1000);
         cache.pin("j", "/ds", &[(id(1), 10)]).unwrap();
         cache.store_pinned(id(1), &chunk(1, 10)).unwrap();
         cache.insert(id(2), chunk(2, 10));
+        cache.insert(id(3), chunk(3, 10)); // pushes chunk 2 into L2
         wait_for_l2(&cache, 2);
+        assert!(cache.get(&id(2)).is_some()); // and back into L1
         let freed = cache.evict(&[id(1), id(2)]);
         assert_eq!(freed, 20, "L1 and L2 copies of the organic chunk");
         assert!(cache.contains(&id(1)) && !cache.contains(&id(2)));
