@@ -1,15 +1,18 @@
 //! Cache modes end to end: a bypass path neither reads nor fills the cache; organic caching
-//! keeps a hot file through a one-pass stream larger than the cache; a node config with an
-//! unknown key is refused by name.
+//! keeps a hot file through a one-pass stream larger than the cache; a range read fetches only
+//! the chunks it covers and a sequential reader has the next ones fetched ahead; a node config
+//! with an unknown key is refused by name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::agent::{pattern, AgentMount};
 use common::{binary, free_port, Mount, Server};
@@ -145,6 +148,68 @@ fn a_one_pass_stream_does_not_flush_the_hot_file() {
         before,
         "the hot file survived the stream: {}",
         agent.status()
+    );
+}
+
+#[test]
+fn range_reads_fetch_their_chunks_only_and_sequential_reads_fetch_ahead() {
+    let dir = tempfile::Builder::new()
+        .prefix("kiseki-modes-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let chunk = 4 << 20;
+    let data = pattern(10 * chunk, 8);
+    let (server, _writer) = server_and_writer(dir.path(), &[("bucket/big", &data)]);
+    let agent = AgentMount::start_with(
+        &server,
+        dir.path(),
+        "agent",
+        256 << 20,
+        &["--cache-memory-bytes", "128MiB"],
+    );
+    let path = agent.mount.path.join("bucket/big");
+    drop_page_cache();
+    let start = chunk_gets(&agent);
+
+    // 20 bytes across the first chunk boundary, read with O_DIRECT so that the kernel asks
+    // for exactly those bytes: the two chunks they lie in, nothing ahead.
+    let direct = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    let mut range = [0u8; 20];
+    direct.read_exact_at(&mut range, chunk as u64 - 10).unwrap();
+    assert_eq!(range[..], data[chunk - 10..chunk + 10]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        chunk_gets(&agent) - start,
+        2,
+        "a range read fetches its chunks only"
+    );
+
+    // A sequential reader's first MiB: the chunks ahead (a quarter of the 128 MiB memory tier,
+    // so 8) are fetched before it asks for them.
+    let mut reader = fs::File::open(&path).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    reader.read_exact(&mut first).unwrap();
+    assert!(first[..] == data[..1 << 20]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chunk_gets(&agent) - start < 9 {
+        assert!(
+            Instant::now() < deadline,
+            "chunks 2-8 were not fetched ahead: {} gets",
+            chunk_gets(&agent) - start
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(rest[..] == data[1 << 20..]);
+    assert_eq!(
+        chunk_gets(&agent) - start,
+        10,
+        "every chunk was fetched once"
     );
 }
 

@@ -101,6 +101,10 @@ impl ChunkCache for MemoryChunkCache {
     fn contains(&self, id: &ChunkId) -> bool {
         self.lock().chunks.contains_key(id)
     }
+
+    fn memory_capacity(&self) -> u64 {
+        self.lock().index.capacity()
+    }
 }
 
 #[cfg(test)]

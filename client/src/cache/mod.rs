@@ -37,6 +37,8 @@ pub trait ChunkCache: Send + Sync + 'static {
     fn insert(&self, id: ChunkId, plaintext: Bytes);
     /// Whether `id` is cached (without touching its recency).
     fn contains(&self, id: &ChunkId) -> bool;
+    /// Bytes the memory tier holds at most: read-ahead lands there, so it must not outrun it.
+    fn memory_capacity(&self) -> u64;
 }
 
 /// How the node caches a path's data.

@@ -556,6 +556,10 @@ impl ChunkCache for NodeCache {
     fn contains(&self, id: &ChunkId) -> bool {
         self.l1.contains(id) || self.shared.lock().holds(id)
     }
+
+    fn memory_capacity(&self) -> u64 {
+        self.l1.memory_capacity()
+    }
 }
 
 fn write_organic_chunks(shared: &Shared, queue: &Receiver<(ChunkId, Bytes)>) {
