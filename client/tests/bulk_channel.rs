@@ -12,12 +12,9 @@ mod common;
 use std::fs;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{free_port, Mount, Server};
-use kiseki_client::{
-    ChannelSecurity, Client, ClientOptions, GrpcOptions, GrpcTransport, MemoryChunkCache, Transport,
-};
+use common::{free_port, transport, Mount, Server};
+use kiseki_client::{Client, ClientOptions, MemoryChunkCache, Transport};
 use kiseki_crypto::ChannelKey;
 use kiseki_proto::bulk;
 use kiseki_types::{ChunkId, ErrorKind, InodeId};
@@ -37,24 +34,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// A transport to `server` with the dev access key, fetching frames over the bulk channel
-/// when `bulk` (and the server runs one).
-fn transport(server: &Server, bulk: bool) -> GrpcTransport {
-    GrpcTransport::connect_lazy(&GrpcOptions {
-        endpoint: server.url(),
-        security: ChannelSecurity::Tls {
-            ca_pem: fs::read(server.ca_path.as_ref().unwrap()).unwrap(),
-            server_name: None,
-            client_cert: None,
-        },
-        access_key: Some((server.access_key.clone(), server.secret_key.clone())),
-        connect_timeout: Duration::from_secs(3),
-        request_timeout: Duration::from_secs(10),
-        bulk,
-    })
-    .unwrap()
 }
 
 /// Writes `len` patterned bytes to `name` through a real mount of `server`; returns the chunk

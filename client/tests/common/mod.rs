@@ -327,3 +327,21 @@ pub fn boto3(server: &Server, program: &str) -> Vec<u8> {
     );
     output.stdout
 }
+
+/// A transport to `server` with the dev access key, over TLS; chunk frames come over the bulk
+/// channel when `bulk` (and the server runs one).
+pub fn transport(server: &Server, bulk: bool) -> kiseki_client::GrpcTransport {
+    kiseki_client::GrpcTransport::connect_lazy(&kiseki_client::GrpcOptions {
+        endpoint: server.url(),
+        security: kiseki_client::ChannelSecurity::Tls {
+            ca_pem: std::fs::read(server.ca_path.as_ref().expect("a TLS server")).unwrap(),
+            server_name: None,
+            client_cert: None,
+        },
+        access_key: Some((server.access_key.clone(), server.secret_key.clone())),
+        connect_timeout: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(10),
+        bulk,
+    })
+    .unwrap()
+}
