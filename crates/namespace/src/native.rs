@@ -123,20 +123,17 @@ impl TenantNamespace {
 
     /// The sealed frame of chunk `id`, its header checked (the client that opens it
     /// authenticates the body); with `check_body`, its body's checksum too (see
-    /// `ChunkService::read_sealed_checked`).
+    /// `ChunkService::read_sealed`).
     pub async fn sealed_chunk(
         &self,
         id: ChunkId,
         check_body: bool,
     ) -> Result<Bytes, NamespaceError> {
         let (chunks, _, _) = self.chunk_parts();
-        let tenant = self.tenant();
-        let frame = if check_body {
-            chunks.read_sealed_checked(tenant, id).await
-        } else {
-            chunks.read_sealed(tenant, id).await
-        };
-        frame.map_err(|error| from_chunk_error(error, &format!("reading chunk {id}")))
+        chunks
+            .read_sealed(self.tenant(), id, check_body)
+            .await
+            .map_err(|error| from_chunk_error(error, &format!("reading chunk {id}")))
     }
 
     /// The extents covering `[offset, offset + len)` of file `inode`, at most `extents_max`.
